@@ -1,0 +1,150 @@
+"""Settings: one pydantic-settings object read from `SERENA_*` environment variables.
+
+Everything configurable lives here so a deployment is described by its environment
+(`.env.example` documents each variable). Outside development and test the object
+refuses the default secrets, so a production process cannot start with a key that is
+printed in this file.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
+DEV_WEBHOOK_SECRET = "whsec_dev_only_change_me"
+DEV_STRIPE_KEY = "sk_test_dev_only"
+
+
+class Env(StrEnum):
+    DEVELOPMENT = "development"  # laptops and `make demo`: default secrets allowed
+    TEST = "test"  # the test suite: default secrets allowed
+    PRODUCTION = "production"  # everything else: real secrets required
+
+
+def _check_url(value: str, schemes: tuple[str, ...], name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"{name} must start with one of {', '.join(s + '://' for s in schemes)}, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"{name} has no host: {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError as exc:
+        raise ValueError(f"{name} has a bad port: {value!r}") from exc
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform; env var = SERENA_ + the field name in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="SERENA_", env_file=".env", extra="ignore")
+
+    env: Env = Env.DEVELOPMENT
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/serena"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "serena:"
+    # The project's own Mosquitto (our config: per-driver ACLs, persistence), on its own port
+    # so the machine's broker on 1883 keeps its configuration.
+    mqtt_url: str = "mqtt://127.0.0.1:1884"
+    mqtt_service_username: str = "serena-service"
+    mqtt_service_password: str = "dev-only-mqtt-service-password"
+    mqtt_topic_root: str = "serena/v1"
+    mosquitto_dir: Path = Path("var/mosquitto")
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_access_ttl_s: int = Field(default=900, gt=0, le=86400)
+    jwt_refresh_ttl_s: int = Field(default=30 * 86400, gt=0)
+    login_max_failures: int = Field(default=5, gt=0)
+    login_lockout_s: int = Field(default=300, gt=0)
+    stripe_api_key: str = DEV_STRIPE_KEY
+    stripe_api_base: str = "http://127.0.0.1:8420"
+    stripe_webhook_secret: str = DEV_WEBHOOK_SECRET
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, gt=0, lt=65536)
+    log_level: str = "INFO"
+    log_json: bool = False
+    data_dir: Path = Path("var")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        return _check_url(v, ("postgresql", "postgres", "postgresql+asyncpg"), "SERENA_DATABASE_URL")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        return _check_url(v, ("redis", "rediss", "unix"), "SERENA_REDIS_URL")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, v: str) -> str:
+        return _check_url(v, ("mqtt", "mqtts", "tcp"), "SERENA_MQTT_URL")
+
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _stripe_base(cls, v: str) -> str:
+        return _check_url(v, ("http", "https"), "SERENA_STRIPE_API_BASE")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"SERENA_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {v!r}")
+        return v.upper()
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env in (Env.DEVELOPMENT, Env.TEST):
+            return self
+        defaults = {
+            "SERENA_JWT_SECRET": self.jwt_secret == DEV_JWT_SECRET or len(self.jwt_secret) < 32,
+            "SERENA_STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret == DEV_WEBHOOK_SECRET,
+            "SERENA_STRIPE_API_KEY": self.stripe_api_key == DEV_STRIPE_KEY,
+            "SERENA_MQTT_SERVICE_PASSWORD": self.mqtt_service_password.startswith("dev-only"),
+        }
+        bad = [name for name, is_default in defaults.items() if is_default]
+        if bad:
+            raise ValueError(
+                f"{bad[0]} is a development default (or too short); set a real secret for SERENA_ENV={self.env.value}"
+            )
+        return self
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The database URL in the form asyncpg accepts."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL for SQLAlchemy's asyncpg dialect."""
+        scheme, rest = self.database_url.split("://", 1)
+        return f"postgresql+asyncpg://{rest}"
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names the variable in one line."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, turning pydantic's report into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = err["loc"][0] if err["loc"] else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        name = f"SERENA_{str(field).upper()}" if field else "settings"
+        if msg.startswith("SERENA_"):
+            raise SettingsError(msg) from None
+        raise SettingsError(f"{name}: {msg}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
+    return load_settings()
