@@ -99,6 +99,7 @@ class RefreshToken(Timestamped, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # used once: replaced by a child
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)  # second factor given at this family's sign-in
 
 
 class Staff(Timestamped, Base):

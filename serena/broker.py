@@ -1,0 +1,392 @@
+"""The project's own Mosquitto: its configuration, credentials and ACL, generated from the drivers table.
+
+Mosquitto 2.0 reads a password file and an ACL file; both are rendered here from the
+drivers table (plus the service account from settings), written atomically (temp file +
+rename, so the broker never reads half a file) and loaded by sending SIGHUP to our broker
+process. The config itself comes from `serena/mosquitto/mosquitto.conf.tmpl`.
+
+ACL model (docs/broker.md): one explicit block per driver, `user driver-{id}` with write on
+its own location/scans/status topics and read on its own tasks topic. We chose explicit
+blocks over `pattern ... %u` lines because a pattern needs the username to *be* the id
+segment of the topic; `driver-{id}` usernames keep broker logs readable and make the
+service account impossible to confuse with a driver, and an inactive driver simply has
+no block (and no password line). The cost is four ACL lines per driver (about 0.3 kB per
+driver, 3 MB for 10,000 drivers), which Mosquitto parses in well under a second on reload.
+
+Only PostgreSQL stores driver password *hashes* (Mosquitto's `$7$` PBKDF2-SHA512), so a
+database dump does not leak broker passwords.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import getpass
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from core.mqtt import DRIVER_PUBLISH_KINDS, driver_topic, driver_username, parse_mqtt_url
+from core.settings import Settings
+
+TEMPLATE = Path(__file__).with_name("mosquitto") / "mosquitto.conf.tmpl"
+
+# Mosquitto 2.0's mosquitto_passwd defaults: PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt.
+# We keep the same numbers so hashes made here and by mosquitto_passwd are interchangeable.
+PBKDF2_ITERATIONS = 101
+SALT_BYTES = 12
+
+# Our queue and persistence settings; docs/broker.md gives the reason for each number.
+DEFAULT_LIMITS: dict[str, str] = {
+    # A consumer (ingest replica) that is restarting or behind must not lose QoS 1 pings.
+    # 1,000,000 messages per client is ~16 min of 1 ping/s from 1,000 drivers.
+    "max_queued_messages": "1000000",
+    # The memory bound: 512 MiB of queued payload per client (a ping is ~150 B, so the
+    # message count above binds first; this only trips on unexpectedly large payloads).
+    "max_queued_bytes": str(512 * 1024 * 1024),
+    # Unacknowledged QoS 1/2 messages per client in flight (and the receive maximum we
+    # advertise to v5 publishers). 20 (default) throttles a consumer on a LAN; 100 lets
+    # a reconnecting driver flush its buffer quickly without letting one client hog memory.
+    "max_inflight_messages": "100",
+    # A packet bigger than this is refused (pings, scans and task lists are a few kB).
+    "max_packet_size": str(256 * 1024),
+    # Snapshot of sessions/queues to disk every 30 s and on clean shutdown.
+    "autosave_interval": "30",
+    # A persistent session whose client has not been back for a week is discarded.
+    "persistent_client_expiration": "7d",
+}
+
+# Mosquitto 2.0's built-in limits, for tests that show why we change them.
+MOSQUITTO_DEFAULT_LIMITS: dict[str, str] = {
+    "max_queued_messages": "1000",
+    "max_queued_bytes": "0",
+    "max_inflight_messages": "20",
+}
+
+
+class BrokerError(Exception):
+    """The broker could not be configured, started or reloaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    """Where our broker's files live (all under settings.mosquitto_dir)."""
+
+    dir: Path
+    conf: Path
+    passwords: Path
+    acl: Path
+    pid: Path
+    log: Path
+    persistence: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> BrokerFiles:
+        d = Path(settings.mosquitto_dir).absolute()
+        return cls(
+            dir=d,
+            conf=d / "mosquitto.conf",
+            passwords=d / "passwd",
+            acl=d / "acl",
+            pid=d / "mosquitto.pid",
+            log=d / "mosquitto.log",
+            persistence=d / "data",
+        )
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What sync_broker_credentials did."""
+
+    drivers: int  # drivers written to the password file and ACL
+    reloaded: bool  # a running broker of ours was sent SIGHUP
+
+
+# --- passwords -------------------------------------------------------------------------
+
+
+def hash_mqtt_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """Mosquitto 2.0's password-file hash: `$7$<iterations>$<b64 salt>$<b64 PBKDF2-SHA512>`."""
+    if not password:
+        raise ValueError("empty MQTT password")
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_mqtt_password(password: str, hashed: str) -> bool:
+    """True if `password` matches a `$7$` hash (as the broker would decide)."""
+    try:
+        _, seven, iterations, salt_b64, digest_b64 = hashed.split("$")
+        if seven != "7":
+            return False
+        salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+        mine = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(mine, digest)
+
+
+def new_mqtt_password() -> tuple[str, str]:
+    """A fresh random driver password and its hash: (clear, hash). Show the clear one once."""
+    clear = secrets.token_urlsafe(24)
+    return clear, hash_mqtt_password(clear)
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def render_config(settings: Settings, *, overrides: Mapping[str, str] | None = None) -> str:
+    """The mosquitto.conf text for `settings` (overrides replace DEFAULT_LIMITS entries)."""
+    ep = parse_mqtt_url(settings.mqtt_url)
+    if ep.tls:
+        raise BrokerError("serena.broker renders a plain loopback listener; put TLS in front (docs/broker.md)")
+    files = BrokerFiles.of(settings)
+    limits = {**DEFAULT_LIMITS, **(overrides or {})}
+    # As root, Mosquitto drops privileges to the user named here; we name the owner of our
+    # files (the invoking user) so it can read the ACL and write its persistence file.
+    user = getpass.getuser()
+    values = {
+        **limits,
+        "host": ep.host,
+        "port": str(ep.port),
+        "run_as_user": f"user {user}" if os.geteuid() == 0 else "",
+        "password_file": str(files.passwords),
+        "acl_file": str(files.acl),
+        "persistence_dir": str(files.persistence),
+        "log_file": str(files.log),
+    }
+    return Template(TEMPLATE.read_text()).substitute(values)
+
+
+def render_passwords(settings: Settings, drivers: Iterable[tuple[int, str]]) -> str:
+    """Password-file text: the service account, then `driver-{id}:{hash}` per driver."""
+    lines = [f"{settings.mqtt_service_username}:{hash_mqtt_password(settings.mqtt_service_password)}"]
+    for driver_id, pw_hash in drivers:
+        if not pw_hash.startswith("$7$") or ":" in pw_hash or "\n" in pw_hash:
+            raise BrokerError(f"driver {driver_id}: mqtt_password_hash is not a Mosquitto $7$ hash")
+        lines.append(f"{driver_username(driver_id)}:{pw_hash}")
+    return "\n".join(lines) + "\n"
+
+
+def render_acl(settings: Settings, driver_ids: Iterable[int]) -> str:
+    """ACL-file text: the service account's grants, then one block per driver."""
+    root = settings.mqtt_topic_root
+    out = [
+        "# Generated by serena.broker from the drivers table; edits are overwritten.",
+        "# No `pattern` lines: every grant names its user (see docs/broker.md).",
+        "",
+        f"user {settings.mqtt_service_username}",
+        f"topic readwrite {root}/#",
+        # Shared subscriptions ($share/ingest/...) are checked against the full filter.
+        f"topic read $share/+/{root}/#",
+        # Broker statistics, for `serena services status` and monitoring.
+        "topic read $SYS/#",
+    ]
+    for driver_id in driver_ids:
+        out.append("")
+        out.append(f"user {driver_username(driver_id)}")
+        for kind in DRIVER_PUBLISH_KINDS:
+            out.append(f"topic write {driver_topic(driver_id, kind, root=root)}")
+        out.append(f"topic read {driver_topic(driver_id, 'tasks', root=root)}")
+    return "\n".join(out) + "\n"
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write `text` to a temp file in the same directory, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_broker_files(
+    settings: Settings,
+    drivers: Iterable[tuple[int, str]] = (),
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> BrokerFiles:
+    """Render config, password file and ACL into settings.mosquitto_dir (atomically, each file)."""
+    files = BrokerFiles.of(settings)
+    files.dir.mkdir(parents=True, exist_ok=True)
+    files.persistence.mkdir(exist_ok=True)
+    drivers = sorted(drivers)
+    _write_atomic(files.passwords, render_passwords(settings, drivers))
+    _write_atomic(files.acl, render_acl(settings, [d for d, _ in drivers]))
+    _write_atomic(files.conf, render_config(settings, overrides=overrides), mode=0o644)
+    return files
+
+
+# --- the drivers table -----------------------------------------------------------------
+
+_DRIVERS_SQL = (
+    "SELECT id, mqtt_password_hash FROM drivers "
+    "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY id"
+)
+
+
+async def load_driver_credentials(pool_or_session) -> list[tuple[int, str]]:
+    """(driver id, $7$ hash) of every active driver with broker credentials.
+
+    Accepts an asyncpg pool or connection, or a SQLAlchemy AsyncSession.
+    """
+    if hasattr(pool_or_session, "fetch"):  # asyncpg Pool / Connection
+        rows = await pool_or_session.fetch(_DRIVERS_SQL)
+        return [(r["id"], r["mqtt_password_hash"]) for r in rows]
+    from sqlalchemy import text  # only when given a session
+
+    result = await pool_or_session.execute(text(_DRIVERS_SQL))
+    return [(r[0], r[1]) for r in result.all()]
+
+
+async def sync_broker_credentials(*, pool_or_session, settings: Settings) -> SyncResult:
+    """Rewrite our broker's password file and ACL from the drivers table and SIGHUP it to reload.
+
+    Call after creating, deactivating or re-keying a driver. Safe to call concurrently
+    (a file lock serialises writers, and each writes the whole table) and when no broker
+    is running (the files are then simply ready for the next start).
+    """
+    drivers = await load_driver_credentials(pool_or_session)
+    files = BrokerFiles.of(settings)
+    files.dir.mkdir(parents=True, exist_ok=True)
+    with open(files.dir / ".sync.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        write_credentials(settings, drivers)
+        reloaded = reload_broker(settings)
+    return SyncResult(drivers=len(drivers), reloaded=reloaded)
+
+
+def write_credentials(settings: Settings, drivers: Iterable[tuple[int, str]]) -> None:
+    """Rewrite only the password file and ACL (not the config), atomically."""
+    files = BrokerFiles.of(settings)
+    drivers = sorted(drivers)
+    _write_atomic(files.passwords, render_passwords(settings, drivers))
+    _write_atomic(files.acl, render_acl(settings, [d for d, _ in drivers]))
+
+
+# --- the process -----------------------------------------------------------------------
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the mosquitto executable (Debian puts it in /usr/sbin, often not on PATH)."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def broker_pid(settings: Settings) -> int | None:
+    """Pid of the mosquitto WE started for these settings, if it is still running."""
+    files = BrokerFiles.of(settings)
+    try:
+        pid = int(files.pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except FileNotFoundError:
+        return None
+    # Guard against pid reuse: it must be a mosquitto running our config file.
+    if not cmdline or not cmdline[0].endswith(b"mosquitto") or str(files.conf).encode() not in cmdline:
+        return None
+    return pid
+
+
+def reload_broker(settings: Settings) -> bool:
+    """SIGHUP our broker so it re-reads password file and ACL; False if none of ours runs."""
+    pid = broker_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGHUP)
+    return True
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def start_broker(settings: Settings, *, timeout_s: float = 10.0) -> int:
+    """Start mosquitto on the rendered config in the background; returns its pid once it listens.
+
+    The config files must exist (write_broker_files). The pid goes to mosquitto_dir/mosquitto.pid,
+    which is how `stop_broker`, `reload_broker` and `serena services down` find it.
+    """
+    binary = mosquitto_binary()
+    if binary is None:
+        raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+    files = BrokerFiles.of(settings)
+    if not files.conf.exists():
+        raise BrokerError(f"{files.conf} does not exist; render it with write_broker_files first")
+    ep = parse_mqtt_url(settings.mqtt_url)
+    if port_open(ep.host, ep.port):
+        raise BrokerError(f"something already listens on {ep.host}:{ep.port}")
+    proc = subprocess.Popen(
+        [binary, "-c", str(files.conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(files.dir / "mosquitto.stderr", "ab"),  # noqa: SIM115 - child owns it
+        start_new_session=True,  # not killed with the terminal that ran `serena services up`
+        close_fds=True,
+    )
+    files.pid.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            files.pid.unlink(missing_ok=True)
+            raise BrokerError(f"mosquitto exited with {proc.returncode}; see {files.log} and {files.dir}/mosquitto.stderr")
+        if port_open(ep.host, ep.port, timeout_s=0.2):
+            return proc.pid
+        time.sleep(0.02)
+    proc.kill()
+    raise BrokerError(f"mosquitto did not listen on {ep.host}:{ep.port} within {timeout_s} s")
+
+
+def stop_broker(settings: Settings, *, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop our broker (SIGTERM: it saves its persistence file first); False if none of ours ran."""
+    pid = broker_pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    BrokerFiles.of(settings).pid.unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (tests), so it is not a zombie
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
