@@ -1,0 +1,439 @@
+"""The event bus, consumer side: a consumer group that applies each event's effect exactly once.
+
+A consumer reads the stream through its Redis consumer group and, for a batch of
+entries, opens one database transaction that first records the event ids in
+`processed_events(consumer, event_id)` with ON CONFLICT DO NOTHING, then calls the handler
+only for the ids that were new, then commits. It acknowledges (XACK) only after the
+commit. So a crash before the commit leaves the entries pending and nothing applied; a
+crash after the commit and before the XACK re-delivers them, and the insert finds the ids
+already there and skips the handler. Two consumers racing on the same event (a claim
+while the first is still working) serialise on the primary key of `processed_events`:
+the second waits for the first to commit, then sees a conflict and skips.
+
+Batching the transaction makes the happy path one commit per batch instead of per event;
+when a batch fails, each event is retried in a transaction of its own, so one poison
+event does not hold back its neighbours. An event whose handler keeps failing is moved to
+the dead-letter stream with its error after `max_attempts` deliveries, and acknowledged.
+Database and Redis outages are not the event's fault: those errors are retried in place
+with back-off and never count towards dead-lettering.
+
+On start a consumer first re-processes its own pending entries (XREADGROUP from id 0);
+it periodically claims entries left idle by dead consumers (XAUTOCLAIM), which is also
+how a failed event gets its next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+import redis.exceptions
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core import events
+from core.events import Event, _s
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Event], Awaitable[None]]
+"""`async def handler(db, event)`: `db` is the transaction's asyncpg connection or AsyncSession."""
+
+Entry = tuple[Any, Any]  # (stream id, fields) as redis-py returns them
+
+_MARK_PG = """
+    INSERT INTO processed_events (consumer, event_id)
+    SELECT $1, e FROM unnest($2::uuid[]) AS e ORDER BY e
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+"""
+_MARK_SA = text("""
+    INSERT INTO processed_events (consumer, event_id)
+    SELECT :consumer, e FROM unnest(CAST(:ids AS uuid[])) AS e ORDER BY e
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+""")
+# Ids are inserted in sorted order so two consumers inserting overlapping batches take the
+# row locks in the same order and cannot deadlock on each other.
+
+# Remove consumers that are idle and own no pending entry. One script, so an entry cannot
+# be delivered to the consumer between the check and the delete (DELCONSUMER drops the
+# consumer's pending entries, which would lose them).
+_DROP_IDLE = """
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local info = {}
+    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+    local match = (ARGV[3] == '' and info['name'] ~= ARGV[4]) or (ARGV[3] ~= '' and info['name'] == ARGV[3])
+    if match and tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[2]) then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+        removed = removed + 1
+    end
+end
+return removed
+"""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An infrastructure error (connection lost, deadlock, serialisation) rather than the event's fault."""
+    transient = (
+        ConnectionError,
+        TimeoutError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+    )
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:  # SQLAlchemy wraps the driver's error
+        if isinstance(cur, transient) or getattr(cur, "connection_invalidated", False):
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
+
+
+class Stopped(Exception):
+    """The consumer was asked to stop while retrying; the entries stay pending."""
+
+
+class Consumer:
+    """A member of consumer group `group`; `run()` until stopped.
+
+    `group` is also the `consumer` column of processed_events, so it names the effect:
+    two services applying different effects of the same event need two groups.
+    """
+
+    def __init__(
+        self,
+        *,
+        group: str,
+        handler: Handler,
+        db: asyncpg.Pool | async_sessionmaker[AsyncSession],
+        redis: aioredis.Redis,
+        prefix: str,
+        name: str | None = None,
+        types: Iterable[str] | None = None,
+        batch_size: int = 100,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        claim_interval_s: float = 5.0,
+        max_attempts: int = 5,
+        max_deliveries: int = 20,
+        start_id: str = "0",
+        drop_idle_consumers_ms: int = 3600_000,
+        retry_backoff_s: float = 0.5,
+        max_backoff_s: float = 15.0,
+    ) -> None:
+        if not group or len(group) > 64:
+            raise ValueError("group must be 1..64 characters (it is the processed_events.consumer key)")
+        self.group = group
+        self.handler = handler
+        self.db = db
+        self.redis = redis
+        self.prefix = prefix
+        self.stream = events.stream_key(prefix)
+        self.dead_letters = events.dead_letter_key(prefix)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.types = tuple(types) if types is not None else None  # fnmatch patterns: "delivery.*"
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms  # an entry pending this long is retried / taken from a dead consumer
+        self.claim_interval_s = claim_interval_s
+        self.max_attempts = max_attempts  # handler failures before dead-lettering
+        self.max_deliveries = max_deliveries  # deliveries without an outcome (the consumer died each time)
+        self.start_id = start_id  # where a new group starts: "0" = everything still in the stream, "$" = new only
+        self.drop_idle_consumers_ms = drop_idle_consumers_ms
+        self.retry_backoff_s = retry_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = {"processed": 0, "duplicates": 0, "dead_lettered": 0, "failures": 0, "ignored": 0, "missing": 0}
+        self._stop = asyncio.Event()
+        self._labels = {"consumer": group}
+
+    # --- setup ----------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if missing."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until `stop` is set (or `stop()` is called)."""
+        if stop is not None:
+            self._stop = stop
+        backlog_from: str | None = "0"  # own pending entries first
+        next_claim = 0.0
+        backoff = self.retry_backoff_s
+        await self._retrying(self.ensure_group)
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_claim:
+                    await self.claim_stale()
+                    next_claim = time.monotonic() + self.claim_interval_s
+                if backlog_from is not None:
+                    entries = await self._read(backlog_from)
+                    if not entries:
+                        backlog_from = None
+                        continue
+                    backlog_from = _s(entries[-1][0])
+                    await self.process(entries, redelivered=True)
+                else:
+                    entries = await self._read(">", block_ms=self.block_ms)
+                    if entries:
+                        await self.process(entries)
+                backoff = self.retry_backoff_s
+            except Stopped:
+                break
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer %s/%s: group or stream vanished; recreating", self.group, self.name)
+                await self._retrying(self.ensure_group)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("consumer %s/%s: %s; retrying in %.1f s", self.group, self.name, exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                backlog_from = "0"  # whatever was read before the error is pending: take it again
+        try:
+            await self.redis.eval(_DROP_IDLE, 1, self.stream, self.group, 0, self.name, "")
+        except Exception:
+            log.debug("could not remove consumer %s on stop", self.name, exc_info=True)
+
+    def stop(self) -> None:
+        """Ask `run()` to return after the current batch."""
+        self._stop.set()
+
+    async def run_until_idle(self) -> None:
+        """Process everything currently available, then return (tests, one-shot tools)."""
+        await self.ensure_group()
+        backlog_from = "0"
+        while entries := await self._read(backlog_from):
+            backlog_from = _s(entries[-1][0])
+            await self.process(entries, redelivered=True)
+        await self.claim_stale()
+        while entries := await self._read(">"):
+            await self.process(entries)
+
+    async def _read(self, from_id: str, *, block_ms: int | None = None) -> list[Entry]:
+        reply = await self.redis.xreadgroup(
+            self.group, self.name, {self.stream: from_id}, count=self.batch_size, block=block_ms
+        )
+        if not reply:
+            return []
+        # RESP2: [[stream, entries]]; RESP3: {stream: [entries]}
+        return list(reply.values())[0][0] if isinstance(reply, dict) else reply[0][1]
+
+    # --- claiming -------------------------------------------------------------------
+
+    async def claim_stale(self) -> int:
+        """Take over entries pending longer than `claim_idle_ms` (dead consumers, failed attempts) and process them."""
+        start = "0-0"
+        total = 0
+        while not self._stop.is_set():
+            reply = await self.redis.xautoclaim(
+                self.stream, self.group, self.name, self.claim_idle_ms, start_id=start, count=self.batch_size
+            )
+            next_start, claimed = _s(reply[0]), reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:
+                # Only possible if someone trimmed or deleted by hand: the relay never trims
+                # unacknowledged entries. Loud, counted, and the outbox still has the events.
+                self.stats["missing"] += len(deleted)
+                events.MISSING.labels(**self._labels).inc(len(deleted))
+                log.error("consumer %s: %d pending entries were deleted from the stream: %s", self.group, len(deleted), deleted[:10])
+            claimed = [e for e in claimed if e[0] is not None]
+            if claimed:
+                total += len(claimed)
+                await self.process(claimed, redelivered=True)
+            if next_start == "0-0":
+                break
+            start = next_start
+        if self.drop_idle_consumers_ms:
+            await self.redis.eval(_DROP_IDLE, 1, self.stream, self.group, self.drop_idle_consumers_ms, "", self.name)
+        return total
+
+    # --- processing -----------------------------------------------------------------
+
+    async def process(self, entries: Sequence[Entry], *, redelivered: bool = False) -> None:
+        """Apply a batch of entries read by this consumer, then acknowledge them."""
+        counts = await self._delivery_counts(entries) if redelivered else {}
+        todo: list[Event] = []
+        ack: list[str] = []
+        for raw_id, fields in entries:
+            sid = _s(raw_id)
+            if not fields:  # deleted from the stream while pending
+                self.stats["missing"] += 1
+                events.MISSING.labels(**self._labels).inc()
+                log.error("consumer %s: pending entry %s has no data (deleted from the stream)", self.group, sid)
+                ack.append(sid)
+                continue
+            try:
+                ev = Event.from_fields(sid, fields)
+            except Exception as exc:  # noqa: BLE001 - any malformed entry is poison
+                await self._dead_letter(sid, fields, f"malformed entry: {exc!r}", counts.get(sid, 1))
+                continue
+            if self.types is not None and not any(fnmatch.fnmatchcase(ev.type, p) for p in self.types):
+                self.stats["ignored"] += 1
+                events.IGNORED.labels(**self._labels).inc()
+                ack.append(sid)
+                continue
+            if counts.get(sid, 1) > self.max_deliveries:
+                # Delivered this often with neither an ack nor a recorded failure: the
+                # consumer process died on it each time (a crash, OOM, a handler that exits).
+                await self._dead_letter(sid, fields, f"delivered {counts[sid]} times without an outcome", counts[sid])
+                continue
+            todo.append(ev)
+        if todo:
+            try:
+                await self._retrying(lambda: self._apply(todo))
+                ack.extend(ev.stream_id for ev in todo)
+            except Stopped:
+                raise
+            except Exception as exc:
+                if len(todo) == 1:
+                    await self._failed(todo[0], exc, counts)
+                else:
+                    # Isolate the failure: each event in a transaction of its own.
+                    await self._ack_ids(ack)
+                    ack = []
+                    for ev in todo:
+                        try:
+                            await self._retrying(lambda ev=ev: self._apply([ev]))
+                        except Stopped:
+                            raise
+                        except Exception as exc1:
+                            await self._failed(ev, exc1, counts)
+                        else:
+                            await self._ack_ids([ev.stream_id])
+        await self._ack_ids(ack)
+
+    async def _apply(self, batch: list[Event]) -> None:
+        """One transaction: record the ids, run the handler for the new ones, commit."""
+        ids = sorted({ev.event_id for ev in batch})
+        if isinstance(self.db, asyncpg.Pool):
+            async with self.db.acquire() as conn, conn.transaction():
+                new = {r[0] for r in await conn.fetch(_MARK_PG, self.group, ids)}
+                applied = await self._run_handlers(conn, batch, new)
+        else:
+            async with self.db() as session, session.begin():
+                result = await session.execute(_MARK_SA, {"consumer": self.group, "ids": ids})
+                new = {r[0] for r in result}
+                applied = await self._run_handlers(session, batch, new)
+        dup = len(batch) - applied
+        self.stats["processed"] += applied
+        self.stats["duplicates"] += dup
+        events.PROCESSED.labels(**self._labels).inc(applied)
+        if dup:
+            events.DUPLICATES.labels(**self._labels).inc(dup)
+
+    async def _run_handlers(self, db: Any, batch: list[Event], new: set[Any]) -> int:
+        done: set[Any] = set()
+        for ev in batch:
+            # The same event twice in one batch (a relay re-send) is applied once.
+            if ev.event_id in new and ev.event_id not in done:
+                done.add(ev.event_id)
+                await self.handler(db, ev)
+        return len(done)
+
+    async def _failed(self, ev: Event, exc: BaseException, counts: dict[str, int]) -> None:
+        """A handler raised for `ev`: leave it pending for a later attempt, or dead-letter it."""
+        self.stats["failures"] += 1
+        events.HANDLER_FAILURES.labels(**self._labels).inc()
+        attempts = counts.get(ev.stream_id) or (await self._delivery_counts([(ev.stream_id, None)])).get(ev.stream_id, 1)
+        if attempts >= self.max_attempts:
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            await self._dead_letter(ev.stream_id, ev.to_fields(), error, attempts)
+        else:
+            log.warning(
+                "consumer %s: %s %s failed (attempt %d of %d), retried after %d ms: %r",
+                self.group, ev.type, ev.event_id, attempts, self.max_attempts, self.claim_idle_ms, exc,
+            )
+
+    async def _dead_letter(self, sid: str, fields: Any, error: str, attempts: int) -> None:
+        """Move an entry to the dead-letter stream and acknowledge it, atomically."""
+        entry = {_s(k): _s(v) for k, v in dict(fields).items()}
+        entry.update(
+            {
+                "dead_group": self.group,
+                "dead_consumer": self.name,
+                "dead_error": error[:2000],
+                "dead_attempts": str(attempts),
+                "dead_stream_id": sid,
+                "dead_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.dead_letters, entry)
+        pipe.xack(self.stream, self.group, sid)
+        await self._retrying(pipe.execute)
+        self.stats["dead_lettered"] += 1
+        events.DEAD_LETTERED.labels(**self._labels).inc()
+        log.error("consumer %s: dead-lettered %s after %d attempts: %s", self.group, sid, attempts, error)
+
+    async def _delivery_counts(self, entries: Sequence[Entry]) -> dict[str, int]:
+        """How many times each entry has been delivered (XPENDING), for entries this consumer holds."""
+        ids = [_s(e[0]) for e in entries]
+        if not ids:
+            return {}
+        rows = await self.redis.xpending_range(
+            self.stream, self.group, min=min(ids, key=_id_key), max=max(ids, key=_id_key),
+            count=max(len(ids) * 4, 100), consumername=self.name,
+        )
+        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    async def _ack_ids(self, ids: list[str]) -> None:
+        if ids:
+            await self._retrying(lambda: self._ack(ids))
+
+    async def _ack(self, ids: list[str]) -> None:
+        """XACK (a test seam: a crash before this re-delivers committed events)."""
+        await self.redis.xack(self.stream, self.group, *ids)
+
+    async def _retrying(self, op: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `op`, retrying transient errors with back-off until it succeeds or we are stopped."""
+        backoff = self.retry_backoff_s
+        while True:
+            try:
+                return await op()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if self._stop.is_set():
+                    raise Stopped from exc
+                log.warning("consumer %s/%s: %r; retrying in %.1f s", self.group, self.name, exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,311 @@
+"""The outbox relay: moves committed outbox rows to the Redis Stream, one leader at a time.
+
+A batch is: lock the oldest unrelayed rows (`FOR UPDATE SKIP LOCKED`), XADD them in one
+pipeline, mark them relayed, commit. A crash after the XADDs and before the commit
+re-sends that batch on restart: consumers are idempotent on the event id, so a re-send
+costs a duplicate delivery, never a double effect, and at most one batch is re-sent per
+crash. Rows are never skipped: there is no high-water mark, only `relayed_at IS NULL`, so
+a transaction that commits late with a lower id is picked up by a later batch.
+
+One relay leads (a lease in Redis); replicas stand by and take over when the lease
+expires. The lease is an efficiency measure, not the safety net: two relays that both
+believe they lead (a paused leader whose lease ran out) lock disjoint rows through SKIP
+LOCKED, so they never send the same row concurrently. PostgreSQL wakes the relay with
+NOTIFY (trigger `outbox_notify`, migration 0002); it also polls, because a notification
+sent while no listener is connected is gone.
+
+The leader also trims the stream (never past an entry some group has not acknowledged)
+and prunes relayed outbox rows past their retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from core import events
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "serena_outbox"
+
+_SELECT = """
+    SELECT id, event_id, type, aggregate, aggregate_id, payload::text AS payload, created_at
+    FROM outbox
+    WHERE relayed_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+"""
+_MARK = "UPDATE outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])"
+_PRUNE = """
+    DELETE FROM outbox WHERE id IN (
+        SELECT id FROM outbox
+        WHERE relayed_at IS NOT NULL AND relayed_at < now() - make_interval(secs => $1)
+        ORDER BY id LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+"""
+
+# Renew the lease only if we still hold it: a plain PEXPIRE would extend a lease another
+# relay took over after ours expired.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Trim to MINID = min(age cut-off, for every group: its oldest pending entry, or if none
+# pending, its last-delivered id). Everything below that id has been delivered to and
+# acknowledged by every group, so trimming it loses nothing. It runs as one script, so no
+# group can move between reading the groups and trimming. `~` lets Redis trim less than
+# asked (whole radix-tree nodes only), never more.
+_TRIM = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return 0 end
+local floor = ARGV[1]
+local function less(a, b)
+    local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+    local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+    ams, aseq, bms, bseq = tonumber(ams), tonumber(aseq), tonumber(bms), tonumber(bseq)
+    if ams ~= bms then return ams < bms end
+    return aseq < bseq
+end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    local keep = info['last-delivered-id']
+    if tonumber(info['pending']) > 0 then
+        keep = redis.call('XPENDING', key, info['name'])[2]
+    end
+    if less(keep, floor) then floor = keep end
+end
+return redis.call('XTRIM', key, 'MINID', '~', floor)
+"""
+
+
+async def trim_stream(redis: aioredis.Redis, prefix: str, *, retention_s: float) -> int:
+    """Trim stream entries older than `retention_s` that every consumer group has acknowledged."""
+    cutoff_ms = max(0, int((time.time() - retention_s) * 1000))
+    return int(await redis.eval(_TRIM, 1, events.stream_key(prefix), f"{cutoff_ms}-0"))
+
+
+class Relay:
+    """Outbox → Redis Stream. `run()` is the relay process; `relay_once()` one batch."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        redis: aioredis.Redis,
+        prefix: str,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+        lease_ttl_s: float = 10.0,
+        retention_s: float = 24 * 3600.0,
+        outbox_retention_s: float | None = 7 * 24 * 3600.0,
+        housekeeping_interval_s: float = 60.0,
+        retry_backoff_s: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.prefix = prefix
+        self.stream = events.stream_key(prefix)
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.lease_ttl_s = lease_ttl_s
+        self.retention_s = retention_s  # stream entries younger than this are kept even if acknowledged
+        self.outbox_retention_s = outbox_retention_s  # relayed outbox rows older than this are deleted; None keeps them
+        self.housekeeping_interval_s = housekeeping_interval_s
+        self.retry_backoff_s = retry_backoff_s
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.token = f"{self.name}-{uuid.uuid4().hex[:8]}"  # unique even if a name is reused
+        self.is_leader = False
+        self.relayed = 0  # rows sent by this instance (re-sends included)
+        self._renewed_at = 0.0
+        self._housekept_at = 0.0
+        self._on_notify: Any = None
+
+    # --- one batch ------------------------------------------------------------------
+
+    async def relay_once(self) -> int:
+        """Relay one batch of the oldest unrelayed rows; returns how many were sent."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_SELECT, self.batch_size)
+            if not rows:
+                return 0
+            pipe = self.redis.pipeline(transaction=False)
+            for r in rows:
+                pipe.xadd(self.stream, _fields(r))
+            await pipe.execute()
+            await self._after_xadd(rows)
+            await conn.execute(_MARK, [r["id"] for r in rows])
+        self.relayed += len(rows)
+        events.RELAYED.inc(len(rows))
+        return len(rows)
+
+    async def _after_xadd(self, rows: list[asyncpg.Record]) -> None:
+        """Test seam: the moment between the XADDs and the commit (a crash here re-sends the batch)."""
+
+    async def drain(self) -> int:
+        """Relay until no unrelayed row is visible; returns how many were sent."""
+        total = 0
+        while n := await self.relay_once():
+            total += n
+        return total
+
+    # --- the lease ------------------------------------------------------------------
+
+    async def hold_lease(self) -> bool:
+        """Take or renew the leader lease; True while this relay leads."""
+        now = time.monotonic()
+        ttl_ms = int(self.lease_ttl_s * 1000)
+        key = events.lease_key(self.prefix)
+        if self.is_leader:
+            if now - self._renewed_at < self.lease_ttl_s / 3:
+                return True
+            if await self.redis.eval(_RENEW, 1, key, self.token, ttl_ms):
+                self._renewed_at = now
+                return True
+            log.warning("relay %s lost the leader lease", self.name)
+            self._set_leader(False)
+        if await self.redis.set(key, self.token, nx=True, px=ttl_ms):
+            log.info("relay %s is the leader", self.name)
+            self._renewed_at = now
+            self._set_leader(True)
+        return self.is_leader
+
+    async def release_lease(self) -> None:
+        """Give the lease up at once so a standby takes over without waiting for expiry."""
+        if self.is_leader:
+            try:
+                await self.redis.eval(_RELEASE, 1, events.lease_key(self.prefix), self.token)
+            finally:
+                self._set_leader(False)
+
+    def _set_leader(self, value: bool) -> None:
+        self.is_leader = value
+        events.RELAY_LEADER.set(1 if value else 0)
+
+    # --- housekeeping ---------------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Trim the stream and prune old relayed outbox rows."""
+        trimmed = await trim_stream(self.redis, self.prefix, retention_s=self.retention_s)
+        pruned = 0
+        if self.outbox_retention_s is not None:
+            while True:  # in chunks, so no statement holds many row locks for long
+                status = await self.pool.execute(_PRUNE, float(self.outbox_retention_s), 5000)
+                n = int(status.split()[-1])
+                pruned += n
+                if n < 5000:
+                    break
+        if trimmed or pruned:
+            log.info("relay housekeeping: trimmed %d stream entries, pruned %d outbox rows", trimmed, pruned)
+
+    # --- the process ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Relay until `stop` is set: lead or stand by, wake on NOTIFY, poll as a fallback."""
+        stop = stop or asyncio.Event()
+        wake = asyncio.Event()
+        listener: Any = None
+        self._on_notify = lambda *_: wake.set()
+
+        try:
+            while not stop.is_set():
+                try:
+                    if not await self.hold_lease():
+                        if listener is not None:
+                            await self._unlisten(listener)
+                            listener = None
+                        await _wait(stop, None, self.lease_ttl_s / 3)
+                        continue
+                    if listener is None or listener.is_closed():
+                        listener = await self.pool.acquire()
+                        await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                        wake.set()  # rows may have committed while nobody listened
+                    wake.clear()  # before the batch: a commit during it wakes the next wait
+                    n = await self.relay_once()
+                    if time.monotonic() - self._housekept_at >= self.housekeeping_interval_s:
+                        self._housekept_at = time.monotonic()
+                        await self.housekeeping()
+                    if n < self.batch_size:
+                        await _wait(stop, wake, self.poll_interval_s)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception:
+                    log.exception("relay %s: batch failed; retrying in %.1f s", self.name, self.retry_backoff_s)
+                    if listener is not None:
+                        await self._unlisten(listener)
+                        listener = None
+                    await _wait(stop, None, self.retry_backoff_s)
+        finally:
+            if listener is not None:
+                await self._unlisten(listener)
+            try:
+                await self.release_lease()
+            except Exception:  # Redis gone: the lease expires on its own
+                log.warning("relay %s could not release its lease", self.name, exc_info=True)
+
+    async def _unlisten(self, conn: Any) -> None:
+        try:
+            if not conn.is_closed():
+                await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+        except Exception:
+            log.debug("UNLISTEN failed", exc_info=True)
+        try:
+            await self.pool.release(conn)
+        except Exception:
+            log.debug("releasing the listen connection failed", exc_info=True)
+
+
+def _fields(r: asyncpg.Record) -> dict[str, str]:
+    return {
+        "event_id": str(r["event_id"]),
+        "type": r["type"],
+        "aggregate": r["aggregate"],
+        "aggregate_id": r["aggregate_id"],
+        "payload": r["payload"],
+        "created_at": r["created_at"].isoformat(),
+        "outbox_id": str(r["id"]),
+    }
+
+
+async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, timeout_s: float) -> None:
+    """Sleep up to `timeout_s`, returning early when `stop` (or `wake`) is set."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def run_relay(settings: Any, *, stop: asyncio.Event | None = None, **options: Any) -> None:
+    """The relay process for `settings` (core.settings.Settings): what `serena events relay` runs."""
+    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=3)
+    redis = aioredis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        await Relay(pool=pool, redis=redis, prefix=settings.redis_prefix, **options).run(stop)
+    finally:
+        await redis.aclose()
+        await pool.close()
