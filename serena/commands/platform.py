@@ -1,0 +1,82 @@
+"""Top-level commands: `serena up` (migrate, then run the platform's processes), `serena migrate`, `serena check`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+
+from core import logging as slog
+from core import migrate as migrations
+from core.settings import Settings, SettingsError, load_settings
+from serena import preflight
+from serena.supervisor import Spec, Supervisor, python_module
+
+app = typer.Typer()
+
+
+def settings_or_exit() -> Settings:
+    """Settings, or one line naming the bad variable and exit code 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _preflight(settings: Settings, *, mqtt: bool = True) -> dict[str, str]:
+    try:
+        return asyncio.run(preflight.run_all(settings, mqtt=mqtt))
+    except preflight.PreflightError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def process_specs(settings: Settings, *, workers: int = 1) -> list[Spec]:
+    """The processes of ARCHITECTURE.md that exist so far."""
+    specs = [Spec("api", python_module("uvicorn", "serena.asgi:app", "--host", settings.api_host,
+                                       "--port", str(settings.api_port), "--workers", str(workers),
+                                       "--no-access-log", "--log-level", settings.log_level.lower()))]
+    if _module_exists("core.relay"):
+        specs.append(Spec("relay", python_module("serena.cli", "events", "relay")))
+    return specs
+
+
+@app.command()
+def check() -> None:
+    """Validate settings and reach every service; print what was found."""
+    settings = settings_or_exit()
+    for name, version in _preflight(settings).items():
+        typer.echo(f"{name:<9} ok  {version}")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (idempotent)."""
+    settings = settings_or_exit()
+    _preflight(settings, mqtt=False)
+    migrations.upgrade(settings.database_url)
+    typer.echo("database schema is up to date")
+
+
+@app.command()
+def up(workers: int = typer.Option(1, min=1, max=16, help="uvicorn worker processes for the api")) -> None:
+    """Migrate the database, then run the platform's processes until Ctrl-C."""
+    settings = settings_or_exit()
+    slog.configure(level=settings.log_level, as_json=settings.log_json)
+    log = logging.getLogger("serena.up")
+    found = _preflight(settings)
+    log.info("services reachable: %s", ", ".join(f"{k} {v}" for k, v in found.items()))
+    migrations.upgrade(settings.database_url)
+    log.info("database schema is up to date")
+    specs = process_specs(settings, workers=workers)
+    log.info("starting %s; API on http://%s:%d (Ctrl-C stops everything)", ", ".join(s.name for s in specs),
+             settings.api_host, settings.api_port)
+    raise typer.Exit(Supervisor(specs).run())
