@@ -51,3 +51,15 @@ def test_production_refuses_each_default_secret():
                            ("mqtt_service_password", "dev-only-mqtt-service-password"), ("jwt_secret", "short")]:
         with pytest.raises(SettingsError, match=f"SERENA_{field.upper()}"):
             load_settings(**(base | {field: default}))
+
+
+def test_env_example_documents_every_setting():
+    from pathlib import Path
+
+    from core.settings import Settings
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    documented = {line.split("=", 1)[0] for line in text.splitlines() if line.startswith("SERENA_")}
+    expected = {f"SERENA_{name.upper()}" for name in Settings.model_fields}
+    assert expected - documented == set(), "settings missing from .env.example"
+    assert documented - expected == set(), ".env.example names settings that do not exist"

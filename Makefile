@@ -1,0 +1,45 @@
+# Serena: two commands on a fresh Debian machine.
+#   make demo   set up everything needed, start services, run the platform (and the simulator as it lands)
+#   make test   set up everything needed, start services, run the test suite
+# Both are idempotent: a second run only checks and skips what is done.
+
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+WEB    := serena/web
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup demo test services services-down up bench clean-venv
+
+setup: $(STAMP) $(WEB)/node_modules/.installed
+	@bash scripts/setup-debian.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(wildcard $(WEB)/package-lock.json)
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+services: setup
+	$(BIN)/serena services up
+
+services-down:
+	$(BIN)/serena services down
+
+demo: services
+	$(BIN)/serena up
+
+test: services
+	$(BIN)/pytest -n $(PYTEST_WORKERS) -q
+
+bench: setup
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@echo "benchmarks: see docs/benchmarks.md for each command"
+
+clean-venv:
+	rm -rf $(VENV)
