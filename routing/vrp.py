@@ -275,7 +275,7 @@ def _job_reason(job, veh, ids, caps, start, end, t0, t1, maxdur, dur, n_dims) ->
 # --------------------------------------------------------------------------- assembly
 
 
-def _assemble(problem, reduced, seqs, reasons, engine, previous, t_start) -> Solution:
+def _assemble(problem, reduced, seqs, reasons, engine, previous, t_start, *, repair: bool = True) -> Solution:
     rp = reduced.problem
     vehicles = {v.id: v for v in rp.vehicles}
     routes: list[Route] = []
@@ -284,7 +284,7 @@ def _assemble(problem, reduced, seqs, reasons, engine, previous, t_start) -> Sol
     for v in rp.vehicles:
         seq = list(seqs.get(v.id, []))
         route, bad = build_route(reduced=reduced, vehicle=v, sequence=seq)
-        while bad and seq:
+        while bad and seq and repair:
             # Repair: drop the first offending job (both stops of a pair) and re-time.
             sched = schedule_route(problem=rp, vehicle=v, sequence=seq, shift_start=not reduced.prefix_visits.get(v.id))
             victim = seq[sched.first_bad or 0][0].id
@@ -411,7 +411,10 @@ def _insert_one(rp: Problem, vehicles: dict[str, Vehicle], seqs: dict, job: Job,
 
 
 def solve_sequences(problem: Problem, *, routes: dict[str, Sequence[str]]) -> Solution:
-    """Time a given plan (vehicle id -> job ids in order); for tests and what-if tools."""
+    """Time a given plan (vehicle id -> job ids in order) as is, without repair.
+
+    For tests and what-if tools: `check` then says what, if anything, it breaks.
+    """
     validate(problem)
     reduced = reduce_prefixes(problem)
     jobs = {j.id: j for j in reduced.problem.jobs}
@@ -422,4 +425,4 @@ def solve_sequences(problem: Problem, *, routes: dict[str, Sequence[str]]) -> So
             job = jobs[jid]
             seq += [(job, k) for k, _ in job.stops() if (job, k) not in seq]
         seqs[vid] = seq
-    return _assemble(problem, reduced, seqs, {}, "given", None, time.perf_counter())
+    return _assemble(problem, reduced, seqs, {}, "given", None, time.perf_counter(), repair=False)

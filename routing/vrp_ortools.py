@@ -181,7 +181,10 @@ def solve(
         allowed = [v for v, veh in enumerate(vehicles) if compatible(job, veh)]
         if len(allowed) < n_veh:
             for n in nodes:
-                routing.SetAllowedVehiclesForIndex(allowed, n)
+                # SetAllowedVehiclesForIndex rejects Python lists in this OR-Tools build
+                # (absl::Span binding); restricting the vehicle variable is equivalent.
+                # -1 keeps the node droppable (its disjunction decides the price).
+                routing.VehicleVar(n).SetValues([-1] + allowed)
         penalty = prizes.get(job.id, BIG)
         routing.AddDisjunction([nodes[0]], penalty)
         for n in nodes[1:]:
