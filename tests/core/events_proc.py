@@ -1,13 +1,14 @@
 """A relay or a consumer as an OS process of its own, for the crash tests (kill -9, restart).
 
-    python -m tests.core.events_proc relay   --prefix P [--batch N] [--pause-after-xadd-ms M]
-    python -m tests.core.events_proc consume --prefix P --group G --name N --table T [--pause-before-ack-ms M]
+    python -m tests.core.events_proc relay   --prefix P --name N [--batch B] [--hang-after K] [--lease-ttl-s T]
+    python -m tests.core.events_proc consume --prefix P --name N --group G --table T [--hang-after K]
 
-Database and Redis come from SERENA_DATABASE_URL / SERENA_REDIS_URL. The pause options
-widen the window a crash test aims its kill at, and the process sets the Redis key
-`<prefix>proc:<name>:paused` while it sits in that window, so the test kills at the worst
-moment deterministically instead of by timing. SIGTERM stops gracefully; on exit a
-consumer prints its stats as one JSON line.
+Database and Redis come from SERENA_DATABASE_URL / SERENA_REDIS_URL. `--hang-after K`
+makes the process stop dead at the worst moment once it has handled K events (a relay:
+batch XADDed, not yet marked relayed; a consumer: batch committed, not yet acknowledged)
+and set the Redis key `<prefix>proc:<name>:hung`, so a test kills it -9 exactly there
+instead of guessing with timing. SIGTERM stops gracefully; on exit the process prints its
+counts as one JSON line.
 """
 
 from __future__ import annotations
@@ -25,30 +26,32 @@ from core.consumer import Consumer
 from core.relay import Relay
 
 
-class PausingRelay(Relay):
-    def __init__(self, *, pause_s: float, marker: str, **kw) -> None:
+class HangingRelay(Relay):
+    """Hangs, holding its row locks, after XADDing the batch that takes it past `hang_after` rows."""
+
+    def __init__(self, *, hang_after: int, marker: str, **kw) -> None:
         super().__init__(**kw)
-        self.pause_s = pause_s
+        self.hang_after = hang_after
         self.marker = marker
 
     async def _after_xadd(self, rows) -> None:
-        if self.pause_s:
+        if self.hang_after and self.relayed + len(rows) > self.hang_after:
             await self.redis.set(self.marker, len(rows))
-            await asyncio.sleep(self.pause_s)
-            await self.redis.delete(self.marker)
+            await asyncio.Event().wait()  # until killed
 
 
-class PausingConsumer(Consumer):
-    def __init__(self, *, pause_s: float, marker: str, **kw) -> None:
+class HangingConsumer(Consumer):
+    """Hangs after committing the batch that takes it to `hang_after` applied events, before its XACK."""
+
+    def __init__(self, *, hang_after: int, marker: str, **kw) -> None:
         super().__init__(**kw)
-        self.pause_s = pause_s
+        self.hang_after = hang_after
         self.marker = marker
 
     async def _ack(self, ids) -> None:
-        if self.pause_s:
+        if self.hang_after and self.stats["processed"] >= self.hang_after:
             await self.redis.set(self.marker, len(ids))
-            await asyncio.sleep(self.pause_s)
-            await self.redis.delete(self.marker)
+            await asyncio.Event().wait()  # until killed
         await super()._ack(ids)
 
 
@@ -58,12 +61,12 @@ async def main(args: argparse.Namespace) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    marker = f"{args.prefix}proc:{args.name}:paused"
+    marker = f"{args.prefix}proc:{args.name}:hung"
     try:
         if args.role == "relay":
-            relay = PausingRelay(
+            relay = HangingRelay(
                 pool=pool, redis=redis, prefix=args.prefix, batch_size=args.batch, name=args.name,
-                pause_s=args.pause_after_xadd_ms / 1000, marker=marker, poll_interval_s=0.2,
+                hang_after=args.hang_after, marker=marker, poll_interval_s=0.2, lease_ttl_s=args.lease_ttl_s,
             )
             await redis.set(f"{args.prefix}proc:{args.name}:started", 1)
             await relay.run(stop)
@@ -75,10 +78,10 @@ async def main(args: argparse.Namespace) -> None:
                 # No unique constraint on purpose: a double effect shows up as a second row.
                 await conn.execute(f"INSERT INTO {table} (event_id, seq) VALUES ($1, $2)", event.event_id, event.payload["seq"])
 
-            consumer = PausingConsumer(
+            consumer = HangingConsumer(
                 group=args.group, handler=handler, db=pool, redis=redis, prefix=args.prefix, name=args.name,
                 batch_size=args.batch, claim_idle_ms=args.claim_idle_ms, claim_interval_s=0.5, block_ms=200,
-                pause_s=args.pause_before_ack_ms / 1000, marker=marker,
+                hang_after=args.hang_after, marker=marker,
             )
             await consumer.ensure_group()
             await redis.set(f"{args.prefix}proc:{args.name}:started", 1)
@@ -98,6 +101,6 @@ if __name__ == "__main__":
     parser.add_argument("--group", default="g")
     parser.add_argument("--table", default="")
     parser.add_argument("--claim-idle-ms", type=int, default=1000)
-    parser.add_argument("--pause-after-xadd-ms", type=float, default=0)
-    parser.add_argument("--pause-before-ack-ms", type=float, default=0)
+    parser.add_argument("--hang-after", type=int, default=0)
+    parser.add_argument("--lease-ttl-s", type=float, default=10.0)
     asyncio.run(main(parser.parse_args()))
