@@ -32,6 +32,7 @@ class Permission(StrEnum):
     DRIVER_SELF = "driver:self"  # publish own location, read own tasks, scan
     FLEET_READ = "fleet:read"  # fleet board, driver positions
     FLEET_WRITE = "fleet:write"  # reassign jobs, manage drivers, vehicles, depots, zones
+    DELIVERIES_WRITE = "deliveries:write"  # create and cancel delivery jobs through the public delivery API
     ORDERS_READ = "orders:read"  # read any customer's orders
     ORDERS_WRITE = "orders:write"  # refunds, cancellations on behalf of customers
     PROMOTIONS_WRITE = "promotions:write"  # coupons, campaigns
@@ -44,7 +45,7 @@ class Permission(StrEnum):
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CUSTOMER: frozenset({Permission.ORDERS_OWN, Permission.TRACKING_OWN}),
     Role.DRIVER: frozenset({Permission.DRIVER_SELF}),
-    Role.DISPATCHER: frozenset({Permission.FLEET_READ, Permission.FLEET_WRITE, Permission.ORDERS_READ}),
+    Role.DISPATCHER: frozenset({Permission.FLEET_READ, Permission.FLEET_WRITE, Permission.ORDERS_READ, Permission.DELIVERIES_WRITE}),
     Role.SUPPORT: frozenset({Permission.ORDERS_READ, Permission.ORDERS_WRITE, Permission.FLEET_READ, Permission.USERS_READ}),
     Role.MARKETING: frozenset({Permission.PROMOTIONS_WRITE, Permission.REPORTS_READ}),
     Role.ADMIN: frozenset(p for p in Permission if p not in (Permission.PUBLIC, Permission.AUTHENTICATED)),
