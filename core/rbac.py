@@ -65,3 +65,23 @@ def allows(roles: set[Role] | frozenset[Role], needed: Permission) -> bool:
     if needed in (Permission.PUBLIC, Permission.AUTHENTICATED):
         return True
     return needed in permissions_for(roles)
+
+
+def sync_statements() -> list[tuple[str, dict]]:
+    """SQL that makes the roles / permissions / role_permissions tables mirror this module.
+
+    Run after every migration (migrations/env.py), so adding a permission in code needs no
+    hand-written migration.
+    """
+    stmts: list[tuple[str, dict]] = []
+    for role in Role:
+        stmts.append(("INSERT INTO roles (name, is_staff) VALUES (:n, :s) ON CONFLICT (name) DO UPDATE SET is_staff = EXCLUDED.is_staff",
+                      {"n": role.value, "s": role in STAFF_ROLES}))
+    for perm in Permission:
+        stmts.append(("INSERT INTO permissions (name) VALUES (:n) ON CONFLICT DO NOTHING", {"n": perm.value}))
+    pairs = sorted((r.value, p.value) for r, ps in ROLE_PERMISSIONS.items() for p in ps)
+    stmts.append(("DELETE FROM role_permissions", {}))
+    for r, p in pairs:
+        stmts.append(("INSERT INTO role_permissions (role, permission) VALUES (:r, :p)", {"r": r, "p": p}))
+    stmts.append(("DELETE FROM permissions WHERE name <> ALL(:names)", {"names": [p.value for p in Permission]}))
+    return stmts

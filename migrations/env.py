@@ -26,6 +26,19 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, include_object=_include_object)
     with context.begin_transaction():
         context.run_migrations()
+        _sync_rbac(connection)
+
+
+def _sync_rbac(connection: Connection) -> None:
+    """Mirror core.rbac's permission table into the database after every upgrade."""
+    from sqlalchemy import inspect, text
+
+    from core import rbac
+
+    if not inspect(connection).has_table("role_permissions"):
+        return  # downgraded below the foundation
+    for sql, params in rbac.sync_statements():
+        connection.execute(text(sql), params)
 
 
 async def _run_async() -> None:

@@ -35,7 +35,8 @@ def _dsn_for(dbname: str) -> str:
 
 def _schema_hash() -> str:
     h = hashlib.sha256()
-    for path in sorted((migrate.MIGRATIONS_DIR / "versions").glob("*.py")) + [migrate.MIGRATIONS_DIR / "env.py"]:
+    extra = [migrate.MIGRATIONS_DIR / "env.py", migrate.MIGRATIONS_DIR.parent / "core" / "rbac.py"]
+    for path in sorted((migrate.MIGRATIONS_DIR / "versions").glob("*.py")) + extra:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
