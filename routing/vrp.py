@@ -251,15 +251,17 @@ def _job_reason(job, veh, ids, caps, start, end, t0, t1, maxdur, dur, n_dims) ->
         travel = dur[loc, stop.location]
         if first_travel is None:
             first_travel = travel
+            if not np.isfinite(first_travel).any():
+                return "its location cannot be reached from any compatible vehicle's start"
         arrival = t + travel
         begin = np.maximum(arrival, stop.time_window_s[0])
         late_ok &= begin <= stop.time_window_s[1] + 1e-6
+        if not late_ok.any():
+            if kind == "delivery" and job.kind == "pair":
+                return "its delivery window closes before any vehicle can get there after the pickup"
+            return "its time window closes before any compatible vehicle can get there"
         t = begin + stop.service_s
         loc = np.full(len(idx), stop.location)
-    if not np.isfinite(first_travel).any():
-        return "its location cannot be reached from any compatible vehicle's start"
-    if not late_ok.any():
-        return "its time window closes before any compatible vehicle can get there"
     back = np.where(end[idx] >= 0, dur[loc, np.maximum(end[idx], 0)], 0.0)
     finish = t + back
     shift_ok = late_ok & (finish <= t1[idx] + 1e-6)
