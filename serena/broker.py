@@ -24,6 +24,7 @@ import fcntl
 import getpass
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import shutil
@@ -159,7 +160,7 @@ def render_config(settings: Settings, *, overrides: Mapping[str, str] | None = N
     user = getpass.getuser()
     values = {
         **limits,
-        "host": ep.host,
+        "listen_address": _listen_address(ep.host),
         "port": str(ep.port),
         "run_as_user": f"user {user}" if os.geteuid() == 0 else "",
         "password_file": str(files.passwords),
@@ -168,6 +169,18 @@ def render_config(settings: Settings, *, overrides: Mapping[str, str] | None = N
         "log_file": str(files.log),
     }
     return Template(TEMPLATE.read_text()).substitute(values)
+
+
+def _listen_address(host: str) -> str:
+    """The address to bind: the URL's host when it is an address, every interface for a DNS
+    name (in docker compose the URL says `mosquitto`, the container's own name)."""
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return ""  # `listener PORT` with no address: all interfaces
+    return host
 
 
 def render_passwords(settings: Settings, drivers: Iterable[tuple[int, str]]) -> str:
@@ -238,7 +251,7 @@ def write_broker_files(
 
 # --- the drivers table -----------------------------------------------------------------
 
-_DRIVERS_SQL = (
+DRIVERS_SQL = (
     "SELECT id, mqtt_password_hash FROM drivers "
     "WHERE active AND mqtt_password_hash IS NOT NULL ORDER BY id"
 )
@@ -250,11 +263,11 @@ async def load_driver_credentials(pool_or_session) -> list[tuple[int, str]]:
     Accepts an asyncpg pool or connection, or a SQLAlchemy AsyncSession.
     """
     if hasattr(pool_or_session, "fetch"):  # asyncpg Pool / Connection
-        rows = await pool_or_session.fetch(_DRIVERS_SQL)
+        rows = await pool_or_session.fetch(DRIVERS_SQL)
         return [(r["id"], r["mqtt_password_hash"]) for r in rows]
     from sqlalchemy import text  # only when given a session
 
-    result = await pool_or_session.execute(text(_DRIVERS_SQL))
+    result = await pool_or_session.execute(text(DRIVERS_SQL))
     return [(r[0], r[1]) for r in result.all()]
 
 
