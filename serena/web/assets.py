@@ -31,10 +31,15 @@ class VendorPackage:
     name: str
     dist: str  # directory inside the package that is published under /static/vendor/<name>/
     files: tuple[str, ...]  # paths inside `dist` that pages reference; checked at start-up
+    only_listed: bool = False  # serve `files` only (for packages without a dist directory of their own)
 
 
 VENDOR: dict[str, VendorPackage] = {
+    # Maps. dist/ also holds images/ that leaflet.css refers to (layer switcher, markers).
     "leaflet": VendorPackage("leaflet", "dist", ("leaflet.js", "leaflet.css")),
+    # /docs: FastAPI's Swagger UI page loads these from cdn.jsdelivr.net by default; we serve them.
+    # The package root is its dist, next to package.json and README, hence the allow-list.
+    "swagger-ui-dist": VendorPackage("swagger-ui-dist", ".", ("swagger-ui-bundle.js", "swagger-ui.css"), only_listed=True),
 }
 
 

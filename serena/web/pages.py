@@ -25,7 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import Receive, Scope, Send
@@ -239,7 +240,13 @@ class VendorFiles(StaticFiles):
 
     def __init__(self, package: str, web_assets: Assets) -> None:
         self.package = package
+        self.only = frozenset(VENDOR[package].files) if VENDOR[package].only_listed else None
         super().__init__(directory=web_assets.dist_dir(package), check_dir=False)
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if self.only is not None and path not in self.only:
+            return "", None
+        return super().lookup_path(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self.config_checked:
@@ -250,6 +257,44 @@ class VendorFiles(StaticFiles):
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _serve_api_docs_locally(app: FastAPI) -> None:
+    """Replace FastAPI's /docs and /redoc, which load their scripts (and ReDoc its fonts) from CDNs.
+
+    /docs keeps Swagger UI, from our npm-installed swagger-ui-dist. /redoc redirects to /docs:
+    ReDoc's npm package drags in a React tree we would install only for a second API viewer.
+    """
+    if not app.openapi_url:
+        return
+    replaced = {app.docs_url, app.redoc_url} - {None}
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) not in replaced]
+
+    if app.docs_url:
+        @app.get(app.docs_url, include_in_schema=False)
+        async def api_docs(request: Request, _=require(Permission.PUBLIC)):
+            """Swagger UI for the JSON API, with every asset served by this app."""
+            if request.app.state.web_assets.missing(("swagger-ui-dist",)):
+                return render(request, "setup_missing.html", title="API docs", needs=("swagger-ui-dist",))
+            root = request.scope.get("root_path", "").rstrip("/")
+            redirect = app.swagger_ui_oauth2_redirect_url
+            return get_swagger_ui_html(
+                openapi_url=root + app.openapi_url,
+                title=f"{app.title} API docs",
+                oauth2_redirect_url=root + redirect if redirect else None,
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_js_url=_vendor_url(request, "swagger-ui-dist", "swagger-ui-bundle.js"),
+                swagger_css_url=_vendor_url(request, "swagger-ui-dist", "swagger-ui.css"),
+                swagger_favicon_url=_static_url(request, "img/favicon.svg"),
+                # The validator badge would send our schema's URL to validator.swagger.io.
+                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+            )
+
+    if app.redoc_url:
+        @app.get(app.redoc_url, include_in_schema=False)
+        async def redoc(request: Request, _=require(Permission.PUBLIC)):
+            """The API docs live at /docs (Swagger UI, served locally)."""
+            return RedirectResponse(_path(request, app.docs_url or "/"), status_code=307)
 
 
 def mount(app: FastAPI, *, node_modules: Path | None = None) -> None:
@@ -265,6 +310,7 @@ def mount(app: FastAPI, *, node_modules: Path | None = None) -> None:
         app.mount(f"/static/vendor/{package}", VendorFiles(package, web_assets), name=f"vendor-{package}")
     app.mount("/static", StaticFiles(directory=assets_mod.STATIC_DIR), name="static")
     app.include_router(router)
+    _serve_api_docs_locally(app)
 
     problems = web_assets.problems()
     if problems:

@@ -15,7 +15,7 @@ from serena.web import assets as web_assets
 from tests.web.conftest import _serve
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-PAGES = ("/", "/login", "/map-demo")
+PAGES = ("/", "/login", "/map-demo", "/docs", "/redoc")
 
 
 def _local(url: str) -> bool:
@@ -47,6 +47,13 @@ def test_vendor_files_are_served_from_node_modules(live_server):
     assert r.status_code == 200, "run `cd serena/web && npm ci` before the web tests"
     assert "Leaflet" in r.text[:500]
     assert httpx.get(live_server.url + "/static/vendor/leaflet/package.json").status_code == 404  # only dist/
+    assert httpx.get(live_server.url + "/static/vendor/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+    assert httpx.get(live_server.url + "/static/vendor/swagger-ui-dist/package.json").status_code == 404
+
+
+def test_redoc_which_needs_a_cdn_redirects_to_the_local_api_docs(live_server):
+    r = httpx.get(live_server.url + "/redoc")
+    assert r.status_code == 307 and r.headers["location"] == "/docs"
 
 
 @pytest.fixture
@@ -149,6 +156,16 @@ def test_offline_map_draws_server_geojson_without_leaving_localhost(live_server,
     assert leaving == []
     assert any("/static/vendor/leaflet/leaflet.js" in u for u in page_requests)
     assert page.console_errors == []
+
+
+@pytest.mark.browser
+def test_api_docs_render_from_local_swagger_ui(live_server, page, page_requests, screenshot):
+    page.goto(live_server.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock")
+    assert page.locator(".swagger-ui .opblock-summary-path", has_text="/v1/auth/login").count() >= 1
+    page.wait_for_load_state("networkidle")
+    screenshot(page, "api-docs", full_page=False)
+    assert [u for u in page_requests if not _local(u)] == []
 
 
 @pytest.mark.browser
