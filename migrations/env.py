@@ -7,9 +7,19 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import importlib
+
 import core.models  # noqa: F401 - registers the kernel's tables on Base.metadata
 from core.db import Base, make_engine
 from core.settings import get_settings
+
+# Each domain's tables, so autogenerate sees them (a domain not written yet is skipped).
+for _module in ("dispatch.models", "tracking.models", "commerce.models"):
+    try:
+        importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
 
 config = context.config
 target_metadata = Base.metadata
