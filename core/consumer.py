@@ -42,7 +42,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core import events
-from core.events import Event, _s
+from core.events import Event, as_str
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Consumer:
                     if not entries:
                         backlog_from = None
                         continue
-                    backlog_from = _s(entries[-1][0])
+                    backlog_from = as_str(entries[-1][0])
                     await self.process(entries, redelivered=True)
                 else:
                     entries = await self._read(">", block_ms=self.block_ms)
@@ -231,7 +231,7 @@ class Consumer:
         await self.ensure_group()
         backlog_from = "0"
         while entries := await self._read(backlog_from):
-            backlog_from = _s(entries[-1][0])
+            backlog_from = as_str(entries[-1][0])
             await self.process(entries, redelivered=True)
         await self.claim_stale()
         while entries := await self._read(">"):
@@ -256,7 +256,7 @@ class Consumer:
             reply = await self.redis.xautoclaim(
                 self.stream, self.group, self.name, self.claim_idle_ms, start_id=start, count=self.batch_size
             )
-            next_start, claimed = _s(reply[0]), reply[1]
+            next_start, claimed = as_str(reply[0]), reply[1]
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:
                 # Only possible if someone trimmed or deleted by hand: the relay never trims
@@ -283,7 +283,7 @@ class Consumer:
         todo: list[Event] = []
         ack: list[str] = []
         for raw_id, fields in entries:
-            sid = _s(raw_id)
+            sid = as_str(raw_id)
             if not fields:  # deleted from the stream while pending
                 self.stats["missing"] += 1
                 events.MISSING.labels(**self._labels).inc()
@@ -374,7 +374,7 @@ class Consumer:
 
     async def _dead_letter(self, sid: str, fields: Any, error: str, attempts: int) -> None:
         """Move an entry to the dead-letter stream and acknowledge it, atomically."""
-        entry = {_s(k): _s(v) for k, v in dict(fields).items()}
+        entry = {as_str(k): as_str(v) for k, v in dict(fields).items()}
         entry.update(
             {
                 "dead_group": self.group,
@@ -395,14 +395,14 @@ class Consumer:
 
     async def _delivery_counts(self, entries: Sequence[Entry]) -> dict[str, int]:
         """How many times each entry has been delivered (XPENDING), for entries this consumer holds."""
-        ids = [_s(e[0]) for e in entries]
+        ids = [as_str(e[0]) for e in entries]
         if not ids:
             return {}
         rows = await self.redis.xpending_range(
             self.stream, self.group, min=min(ids, key=_id_key), max=max(ids, key=_id_key),
             count=max(len(ids) * 4, 100), consumername=self.name,
         )
-        return {_s(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        return {as_str(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     async def _ack_ids(self, ids: list[str]) -> None:
         if ids:

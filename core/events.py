@@ -89,7 +89,7 @@ class Event:
     @classmethod
     def from_fields(cls, stream_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
         """Parse a stream entry; raises ValueError / KeyError on a malformed one."""
-        f = {_s(k): _s(v) for k, v in fields.items()}
+        f = {as_str(k): as_str(v) for k, v in fields.items()}
         payload = json.loads(f["payload"])
         if not isinstance(payload, dict):
             raise ValueError("payload is not a JSON object")
@@ -100,7 +100,7 @@ class Event:
             aggregate=f.get("aggregate", ""),
             aggregate_id=f.get("aggregate_id", ""),
             created_at=f.get("created_at", ""),
-            stream_id=_s(stream_id),
+            stream_id=as_str(stream_id),
         )
 
 
@@ -115,7 +115,8 @@ class NewEvent:
     event_id: uuid.UUID | None = None
 
 
-def _s(value: Any) -> str:
+def as_str(value: Any) -> str:
+    """Text of a Redis reply item, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 

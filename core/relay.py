@@ -309,3 +309,76 @@ async def run_relay(settings: Any, *, stop: asyncio.Event | None = None, **optio
     finally:
         await redis.aclose()
         await pool.close()
+
+
+# --- operations: what `serena events stats` / `dead-letters` / `requeue` call ------------
+
+
+async def bus_stats(*, pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str) -> dict[str, Any]:
+    """A snapshot of the bus: outbox backlog, stream, groups (pending, lag), dead letters, leader."""
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, EXTRACT(EPOCH FROM now() - min(created_at)) AS age_s FROM outbox WHERE relayed_at IS NULL"
+    )
+    stream = events.stream_key(prefix)
+    out: dict[str, Any] = {
+        "outbox_unrelayed": row["n"],
+        "outbox_oldest_unrelayed_s": float(row["age_s"]) if row["age_s"] is not None else None,
+        "outbox_rows_estimate": int(await pool.fetchval("SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE relname = 'outbox'") or 0),
+        "stream": stream,
+        "stream_length": 0,
+        "stream_first_id": None,
+        "stream_last_id": None,
+        "groups": [],
+        "dead_letters": int(await redis.xlen(events.dead_letter_key(prefix))),
+        "leader": await redis.get(events.lease_key(prefix)),
+    }
+    if await redis.exists(stream):
+        info = await redis.xinfo_stream(stream)
+        first = info.get("first-entry")
+        out.update(
+            stream_length=info["length"],
+            stream_first_id=events.as_str(first[0]) if first else None,
+            stream_last_id=events.as_str(info["last-generated-id"]),
+        )
+        for g in await redis.xinfo_groups(stream):
+            out["groups"].append(
+                {
+                    "name": events.as_str(g["name"]),
+                    "consumers": g["consumers"],
+                    "pending": g["pending"],
+                    "lag": g.get("lag"),  # None when Redis cannot tell (entries deleted in between)
+                    "last_delivered_id": events.as_str(g["last-delivered-id"]),
+                }
+            )
+    if isinstance(out["leader"], bytes):
+        out["leader"] = out["leader"].decode()
+    return out
+
+
+async def dead_letters(redis: aioredis.Redis, prefix: str, *, count: int = 20) -> list[dict[str, str]]:
+    """The newest `count` dead letters, newest first, each with its `dead_id`."""
+    rows = await redis.xrevrange(events.dead_letter_key(prefix), count=count)
+    return [{"dead_id": events.as_str(sid), **{events.as_str(k): events.as_str(v) for k, v in f.items()}} for sid, f in rows]
+
+
+async def requeue_dead_letters(redis: aioredis.Redis, prefix: str, dead_ids: list[str] | None = None) -> int:
+    """Put dead letters back on the stream (after fixing the handler); returns how many.
+
+    Every group receives a requeued event again; groups that had applied it skip it as a
+    duplicate (processed_events), so requeueing is safe for all of them. Each entry is
+    re-added and removed from the dead-letter stream in one MULTI, so none is lost or doubled.
+    """
+    dead = events.dead_letter_key(prefix)
+    if dead_ids is None:
+        rows = await redis.xrange(dead)
+    else:
+        rows = []
+        for did in dead_ids:
+            rows += await redis.xrange(dead, min=did, max=did)
+    for sid, fields in rows:
+        entry = {events.as_str(k): events.as_str(v) for k, v in fields.items() if not events.as_str(k).startswith("dead_")}
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd(events.stream_key(prefix), entry)
+        pipe.xdel(dead, sid)
+        await pipe.execute()
+    return len(rows)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from core import events
+from core import events, relay
 from core.consumer import Consumer
 from core.events import Event, emit
 from core.relay import trim_stream
 from tests.core.events_support import bus  # noqa: F401 - fixture
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 
 
 async def test_emit_inside_rolled_back_transaction_publishes_nothing(bus, pool, sessions):
@@ -285,3 +291,66 @@ async def test_a_consumer_run_stops_when_asked_and_leaves_nothing_pending(bus):
     await asyncio.wait_for(task, 30)
     assert sorted(await bus.effects()) == sorted(ids)
     assert await bus.redis.xinfo_consumers(bus.stream, "fx") == []  # removed itself: nothing pending
+
+
+async def test_stats_show_backlog_groups_and_dead_letters_and_requeue_brings_a_dead_letter_back(bus):
+    ids = await bus.emit_n(6)
+    await bus.relay().drain()
+    await bus.emit_n(2)  # not relayed yet
+    poison = ids[0]
+    fixed = False
+
+    async def handler(conn, event):
+        if event.event_id == poison and not fixed:
+            raise ValueError("bug")
+        await bus.handler(conn, event)
+
+    consumer = bus.consumer(handler=handler, max_attempts=1)
+    await consumer.run_until_idle()
+    s = await relay.bus_stats(pool=bus.pool, redis=bus.redis, prefix=bus.prefix)
+    assert s["outbox_unrelayed"] == 2 and s["stream_length"] == 6 and s["dead_letters"] == 1
+    assert s["groups"] == [{"name": "fx", "consumers": 1, "pending": 0, "lag": 0, "last_delivered_id": s["stream_last_id"]}]
+    (dead,) = await relay.dead_letters(bus.redis, bus.prefix)
+    assert dead["event_id"] == str(poison) and "ValueError: bug" in dead["dead_error"]
+
+    fixed = True
+    assert await relay.requeue_dead_letters(bus.redis, bus.prefix, [dead["dead_id"]]) == 1
+    await consumer.run_until_idle()
+    assert sorted(await bus.effects()) == sorted(ids)
+    assert (await relay.bus_stats(pool=bus.pool, redis=bus.redis, prefix=bus.prefix))["dead_letters"] == 0
+
+
+async def test_serena_events_relay_runs_as_a_process_and_stops_on_sigterm(bus, db_url, settings):
+    ids = await bus.emit_n(100)
+    env = {**os.environ, "SERENA_DATABASE_URL": db_url, "SERENA_REDIS_URL": settings.redis_url,
+           "SERENA_REDIS_PREFIX": bus.prefix, "SERENA_ENV": "test"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from serena.commands.events import app; app()", "relay", "--poll-interval-s", "0.1",
+        env=env, cwd=Path(__file__).resolve().parents[2], stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120  # a hang fails the test; not a performance assertion
+        while await bus.redis.xlen(bus.stream) < 100:
+            assert proc.returncode is None and time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    entries = await bus.redis.xrange(bus.stream)
+    assert [Event.from_fields(sid, f).event_id for sid, f in entries] == ids
+    assert await bus.redis.exists(events.lease_key(bus.prefix)) == 0
+
+
+def test_serena_events_stats_prints_json(settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from serena.commands.events import app
+
+    monkeypatch.setenv("SERENA_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SERENA_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("SERENA_REDIS_PREFIX", settings.redis_prefix + "cli:")
+    result = CliRunner().invoke(app, ["stats", "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.output)
+    assert s["stream"] == settings.redis_prefix + "cli:events" and s["groups"] == []

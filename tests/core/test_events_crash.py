@@ -23,7 +23,7 @@ import pytest
 
 from tests.core.events_support import bus  # noqa: F401 - fixture
 
-pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 N = 10_000
 REPO = Path(__file__).resolve().parents[2]
