@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     data_dir: Path = Path("var")
+    # --- tracking (GPS ingestion, live state, history, customer tracking; docs/tracking.md) ---
+    tracking_max_accuracy_m: float = Field(default=150.0, gt=0)  # fixes with a worse reported accuracy are rejected
+    tracking_future_skew_s: float = Field(default=30.0, ge=0)  # how far ahead of our clock a fix's ts may be
+    tracking_max_age_s: float = Field(default=86400.0, gt=0)  # older fixes (offline buffers included) are rejected
+    tracking_max_speed_mps: float = Field(default=70.0, gt=0)  # implied speed from the previous fix above this = teleport
+    tracking_retention_days: int = Field(default=90, gt=0)  # history partitions older than this are dropped
+    tracking_batch_max: int = Field(default=2000, gt=0)  # fixes per ingest batch (one COPY + one commit)
+    tracking_batch_wait_ms: int = Field(default=20, ge=0)  # longest a fix waits for its batch to fill
+    tracking_share_group: str = "ingest"  # MQTT shared-subscription group of the ingest replicas
+    tracking_mqtt_connections: int = Field(default=2, gt=0, le=16)  # shared-subscription connections per ingest process
+    tracking_graph: str = ""  # road graph for map matching (OSM file or graph dir); "" = no matching
+    tracking_link_grace_s: int = Field(default=7200, ge=0)  # a tracking link works this long after delivery
+    tracking_link_ttl_s: int = Field(default=7 * 86400, gt=0)  # and never longer than this after it was issued
+    tracking_exact_within_stops: int = Field(default=2, ge=0)  # customer sees the exact position within this many stops
+    tracking_eta_min_change_s: float = Field(default=60.0, ge=0)  # push an ETA when it moves by at least this
+    tracking_eta_max_interval_s: float = Field(default=30.0, gt=0)  # and at least this often while watched
+    tracking_tile_url: str = ""  # map tiles for the tracking page; "" = offline (roads from our own graph)
 
     @field_validator("database_url")
     @classmethod
