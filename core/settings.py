@@ -64,12 +64,32 @@ class Settings(BaseSettings):
     stripe_api_key: str = DEV_STRIPE_KEY
     stripe_api_base: str = "http://127.0.0.1:8420"
     stripe_webhook_secret: str = DEV_WEBHOOK_SECRET
+    commerce_currency: str = "EUR"  # commerce: currency of a new cart when the client names none
+    commerce_timezone: str = "Europe/Helsinki"  # commerce: local time of the delivery windows
+    commerce_windows: str = "10-12,12-14,14-16,16-18,18-20"  # commerce: daily delivery windows, local hours
+    commerce_window_days: int = Field(default=3, gt=0, le=14)  # commerce: days ahead offered at checkout
+    commerce_window_cutoff_min: int = Field(default=60, ge=0)  # commerce: a window closes this long before it starts
+    commerce_fee_per_km: str = "0.40"  # commerce: delivery fee per road km from the depot, in the zone's currency
+    commerce_detour_factor: float = Field(default=1.35, ge=1.0)  # commerce: road km / straight km when no road graph is loaded
+    commerce_fx_rates: str = "SEK=11.40,NOK=11.70,DKK=7.46,USD=1.08,GBP=0.85"  # commerce: units per 1 EUR, for zone fees only
+    commerce_loyalty_tiers: str = "silver:0:0:1:,gold:500:5:3:early_access,platinum:2000:15:5:free_delivery+early_access"  # commerce: name:min 12-month spend EUR:min orders:percent back:benefits
+    commerce_point_value: str = "0.01"  # commerce: EUR value of one loyalty point when redeemed
+    commerce_webhook_tolerance_s: int = Field(default=300, gt=0)  # commerce: oldest webhook signature timestamp accepted
+    commerce_image_base_url: str = "/media/"  # commerce: public URL prefix of the object storage holding product images
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, gt=0, lt=65536)
     log_level: str = "INFO"
     log_json: bool = False
     data_dir: Path = Path("var")
     # --- tracking (GPS ingestion, live state, history, customer tracking; docs/tracking.md) ---
+    dispatch_region: str = "default"  # region this planner plans (one leader per region, a lease in Redis)
+    dispatch_graph: str = "default"  # road graph for plans: OSM file, graph dir, "default" (bundled Helsinki), "" = straight-line estimate
+    dispatch_time_limit_s: float = Field(default=2.0, gt=0, le=60)  # budget of a full re-plan
+    dispatch_replan_interval_s: float = Field(default=60.0, gt=0)  # re-plan at least this often (ETA drift)
+    dispatch_geofence_radius_m: float = Field(default=75.0, gt=0)  # a delivery scan within this of the drop-off counts as at the door
+    dispatch_silent_after_s: float = Field(default=120.0, gt=0)  # on duty with no fix this long: "silent" exception
+    dispatch_reassign_after_s: float = Field(default=300.0, gt=0)  # silent this long: unstarted jobs are reassigned
+    dispatch_shift_hours: float = Field(default=10.0, gt=0, le=24)  # planning horizon of a shift that just started
     tracking_max_accuracy_m: float = Field(default=150.0, gt=0)  # fixes with a worse reported accuracy are rejected
     tracking_future_skew_s: float = Field(default=30.0, ge=0)  # how far ahead of our clock a fix's ts may be
     tracking_max_age_s: float = Field(default=86400.0, gt=0)  # older fixes (offline buffers included) are rejected
