@@ -15,6 +15,7 @@ walks through it.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -87,6 +88,12 @@ def add_map_layer(app: FastAPI, name: str, provider: MapLayerProvider, *, title:
 
 def remove_map_layer(app: FastAPI, name: str) -> None:
     app.state.web_map_layers.pop(name, None)
+
+
+# Page areas of other rooms (the fleet board, customer tracking, the back office): a module under
+# serena/web/ with a `router` of page routes and, optionally, `setup(app)` that adds nav links or
+# map layers. One line here per area; docs/web.md shows a whole example.
+PAGE_MODULES: tuple[str, ...] = ()
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
@@ -310,6 +317,11 @@ def mount(app: FastAPI, *, node_modules: Path | None = None) -> None:
         app.mount(f"/static/vendor/{package}", VendorFiles(package, web_assets), name=f"vendor-{package}")
     app.mount("/static", StaticFiles(directory=assets_mod.STATIC_DIR), name="static")
     app.include_router(router)
+    for name in PAGE_MODULES:
+        module = importlib.import_module(name)
+        app.include_router(module.router)
+        if hasattr(module, "setup"):
+            module.setup(app)
     _serve_api_docs_locally(app)
 
     problems = web_assets.problems()

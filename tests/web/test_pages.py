@@ -175,3 +175,32 @@ def test_map_page_without_vendor_files_tells_how_to_install_them(app_without_ven
     assert panel.is_visible()
     assert "make setup" in panel.inner_text()
     screenshot(page, "map-demo-missing-vendor")
+
+
+def test_a_configured_tile_server_is_the_only_origin_the_csp_adds():
+    from types import SimpleNamespace
+
+    from serena.web.pages import security_headers
+
+    def csp(tile_url):
+        request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=SimpleNamespace(map_tile_url=tile_url))))
+        return security_headers(request)["Content-Security-Policy"]
+
+    assert "img-src 'self' data: blob:;" in csp(None)
+    assert "img-src 'self' data: blob: https://*.tile.example.org;" in csp("https://{s}.tile.example.org/{z}/{x}/{y}.png")
+    assert "connect-src 'self';" in csp("https://tiles.example.org/{z}/{x}/{y}.png")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("path", ["/", "/login", "/map-demo"])
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(live_server, browser, screenshot, path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.goto(live_server.url + path)
+        page.wait_for_load_state("networkidle")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        screenshot(page, "phone" + (path.replace("/", "-") if path != "/" else "-home"))
+        assert overflow <= 0
+    finally:
+        context.close()

@@ -1,45 +1,79 @@
-/* Map page: a Leaflet map with no tile layer (unless one is configured) drawing the GeoJSON layers
-   the server embedded in #map-config. Features are styled by `properties.kind` through CSS classes
-   (map-road, map-zone, map-route, map-depot, map-stop), so colours live in serena.css. */
+/* The map stack every map page shares: a Leaflet map on the offline base (a plain background, no
+   tile layer unless one is configured) drawing GeoJSON layers styled by `properties.kind`
+   through CSS classes (map-road, map-zone, map-route, map-depot, map-stop, map-driver, ...), so
+   colours live in serena.css.
+
+   Declarative use: <div data-map data-map-config="ID"> plus
+   <script type="application/json" id="ID">{"tile_url": null, "layers": [{name, title, data}]}</script>.
+   Scripted use (e.g. a live fleet board): `const m = SerenaMap.create(el, config);`, then
+   `m.setLayer("drivers", featureCollection)` whenever new data arrives. */
 "use strict";
 
-(function () {
-  const el = document.querySelector("[data-map]");
-  const config = JSON.parse(document.getElementById("map-config").textContent);
-
-  const map = L.map(el, { zoomSnap: 0.25, worldCopyJump: false });
-  map.attributionControl.setPrefix("Leaflet");
-  if (config.tile_url) {
-    L.tileLayer(config.tile_url, { maxZoom: 19, attribution: config.tile_attribution || "" }).addTo(map);
-  }
-  L.control.scale({ imperial: false }).addTo(map);
-
-  function cls(feature) {
-    const kind = (feature.properties && feature.properties.kind) || "other";
+window.SerenaMap = (function () {
+  function kindClass(feature) {
+    const kind = (feature && feature.properties && feature.properties.kind) || "other";
     return "map-feature map-" + String(kind).replace(/[^a-z0-9_-]/gi, "");
   }
 
-  const all = L.featureGroup();
-  const overlays = {};
-  for (const layer of config.layers) {
-    const geo = L.geoJSON(layer.data, {
-      style: (f) => ({ className: cls(f) }),
+  function geoLayer(data) {
+    return L.geoJSON(data, {
+      style: (f) => ({ className: kindClass(f) }),
       pointToLayer: (f, latlng) =>
-        L.circleMarker(latlng, { className: cls(f), radius: f.properties && f.properties.kind === "depot" ? 9 : 7 }),
+        L.circleMarker(latlng, { className: kindClass(f), radius: f.properties && f.properties.kind === "depot" ? 9 : 7 }),
       onEachFeature: (f, l) => {
         if (f.properties && f.properties.name) l.bindTooltip(String(f.properties.name));
       },
     });
-    geo.addTo(all);
-    overlays[layer.title] = geo;
   }
-  all.addTo(map);
-  if (config.layers.length > 1) L.control.layers(null, overlays, { collapsed: false }).addTo(map);
 
-  const bounds = all.getBounds();
-  if (bounds.isValid()) map.fitBounds(bounds, { padding: [24, 24] });
-  else map.setView([0, 0], 2);
+  /** A map on `el` drawing `config.layers`; returns {map, layers, setLayer(name, data, title), fit()}. */
+  function create(el, config) {
+    const cfg = config || {};
+    const map = L.map(el, { zoomSnap: 0.25 });
+    map.attributionControl.setPrefix("Leaflet");
+    if (cfg.tile_url) {
+      L.tileLayer(cfg.tile_url, { maxZoom: 19, attribution: cfg.tile_attribution || "" }).addTo(map);
+    }
+    L.control.scale({ imperial: false }).addTo(map);
 
-  el.dataset.ready = "true"; // tests and other scripts wait for this
-  window.serenaMap = map;
+    const layers = {};
+    let control = null;
+
+    function setLayer(name, data, title) {
+      if (layers[name]) {
+        layers[name].clearLayers();
+        layers[name].addData(data);
+        return layers[name];
+      }
+      const layer = geoLayer(data).addTo(map);
+      layers[name] = layer;
+      if (control) control.addOverlay(layer, title || name);
+      return layer;
+    }
+
+    function fit() {
+      const bounds = L.featureGroup(Object.values(layers)).getBounds();
+      if (bounds.isValid()) map.fitBounds(bounds, { padding: [24, 24] });
+      else map.setView([0, 0], 2);
+    }
+
+    const initial = cfg.layers || [];
+    for (const layer of initial) setLayer(layer.name, layer.data, layer.title);
+    if (initial.length > 1) {
+      control = L.control.layers(null, {}, { collapsed: false }).addTo(map);
+      for (const layer of initial) control.addOverlay(layers[layer.name], layer.title || layer.name);
+    }
+    fit();
+    el.dataset.ready = "true"; // tests and other scripts wait for this
+    return { map, layers, setLayer, fit };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    for (const el of document.querySelectorAll("[data-map][data-map-config]")) {
+      const source = document.getElementById(el.dataset.mapConfig);
+      el.serenaMap = create(el, source ? JSON.parse(source.textContent) : {});
+    }
+  });
+
+  return { create };
 })();

@@ -89,6 +89,13 @@ window.Serena = (function () {
     return "Request failed (HTTP " + r.status + ").";
   }
 
+  /** A ws:// or wss:// URL for `path` on this app. Browsers cannot set headers on a WebSocket, so
+      an endpoint that needs the caller sends the access token in its first message. */
+  function wsUrl(path) {
+    const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    return scheme + "//" + window.location.host + root + path;
+  }
+
   async function signOut() {
     const s = session();
     if (s && s.refresh_token) {
@@ -122,5 +129,5 @@ window.Serena = (function () {
     }
   });
 
-  return { api, session, saveSession, clearSession, signOut, errorText, root };
+  return { api, session, saveSession, clearSession, signOut, errorText, wsUrl, root };
 })();
