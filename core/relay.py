@@ -247,7 +247,8 @@ class Relay:
                         self._housekept_at = time.monotonic()
                         await self.housekeeping()
                     if n < self.batch_size:
-                        await _wait(stop, wake, self.poll_interval_s)
+                        # Never sleep past the next lease renewal, or an idle leader would lose its lease.
+                        await _wait(stop, wake, min(self.poll_interval_s, self.lease_ttl_s / 3))
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
                 except Exception:

@@ -265,7 +265,7 @@ async def test_a_leader_whose_lease_expired_does_not_renew_over_the_new_leader(b
 
 async def test_the_running_relay_is_woken_by_notify_not_only_by_polling(bus, pool):
     stop = asyncio.Event()
-    relay = bus.relay(poll_interval_s=3600)  # only a notification can wake it within the test
+    relay = bus.relay(poll_interval_s=3600, lease_ttl_s=3600)  # only a notification can wake it within the test
     task = asyncio.create_task(relay.run(stop))
     try:
         while not relay.is_leader:
