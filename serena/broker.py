@@ -160,8 +160,7 @@ def render_config(settings: Settings, *, overrides: Mapping[str, str] | None = N
     user = getpass.getuser()
     values = {
         **limits,
-        "listen_address": _listen_address(ep.host),
-        "port": str(ep.port),
+        "listener": f"listener {ep.port} {_listen_address(ep.host)}".rstrip(),
         "run_as_user": f"user {user}" if os.geteuid() == 0 else "",
         "password_file": str(files.passwords),
         "acl_file": str(files.acl),

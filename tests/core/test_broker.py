@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -55,7 +54,6 @@ class Conn:
         self.acks: dict[int, int] = {}  # mid -> PUBACK reason code
         self.suback: dict[int, list[int]] = {}  # mid -> granted QoS / reason codes
         self.connack: int | None = None
-        self.saw_end = False  # an END marker arrived
         self._connected = threading.Event()
         self._cond = threading.Condition()
         self.client.on_connect = self._on_connect
@@ -70,7 +68,6 @@ class Conn:
     def _on_message(self, client, userdata, msg) -> None:
         with self._cond:
             self.messages.append(msg)
-            self.saw_end = self.saw_end or msg.payload == END
             self._cond.notify_all()
 
     def _on_publish(self, client, userdata, mid, rc, props) -> None:
@@ -242,28 +239,52 @@ def _bulk_publish(s: Settings, topic: str, n: int) -> None:
     assert out.returncode == 0 and out.stderr == "", out.stderr[:500]
 
 
+def _ingest_sub(s: Settings, topic: str, *extra: str) -> list[str]:
+    """mosquitto_sub as a persistent QoS 1 consumer `ingest-0` (v5, clean start off, 1 h session expiry).
+
+    The C client does the protocol work; Python only reads lines. A paho subscriber spends
+    most of its time on 20,000 callbacks and PUBACKs, which made this test CPU-bound.
+    """
+    ep = mqtt.parse_mqtt_url(s.mqtt_url)
+    return ["mosquitto_sub", "-h", ep.host, "-p", str(ep.port), "-V", "5", "-q", "1", "-c", "-x", "3600",
+            "-i", "ingest-0", "-u", s.mqtt_service_username, "-P", s.mqtt_service_password, "-t", topic, *extra]
+
+
 def _slow_subscriber_loss(s: Settings, n: int) -> list[int]:
     """A persistent QoS 1 subscriber is away while `n` pings are published; which seqs does it get back?"""
     topic = mqtt.driver_topic(A, "location", root=s.mqtt_topic_root)
-    sub = _svc(s, client_id="ingest-0", persistent=True)
-    assert sub.connect() == 0
-    assert sub.subscribe(topic) == [1]
-    sub.close()  # the ingest process is down (or stalled) from here on
+    # Subscribe (-E: exit once the SUBACK is in); the ingest process is down from here on.
+    subprocess.run(_ingest_sub(s, topic, "-E"), check=True, timeout=WAIT_S)
 
     _bulk_publish(s, topic, n)  # every one PUBACKed as accepted by the broker
 
-    sub = _svc(s, client_id="ingest-0", persistent=True)
-    assert sub.connect() == 0
+    sub = subprocess.Popen(_ingest_sub(s, topic), stdout=subprocess.PIPE, text=True)
     driver = Conn(s, mqtt.driver_username(A), PW_A)
     assert driver.connect() == 0
     # End marker, re-sent until seen: one client's queue is FIFO, so once a marker published
     # after the reconnect arrives, everything the broker still held for us has been delivered.
-    while not sub.saw_end:
-        driver.client.publish(topic, END, qos=1)
-        time.sleep(0.05)  # poll rather than wait on the condition: 20,000 wake-ups would fight paho's thread
-    sub.close()
-    driver.close()
-    return [int(p) for p in sub.payloads() if p != END]
+    seen_end = threading.Event()
+
+    def send_end_markers() -> None:
+        while not seen_end.is_set():
+            driver.client.publish(topic, END, qos=1)
+            seen_end.wait(0.05)
+
+    marker_thread = threading.Thread(target=send_end_markers, daemon=True)
+    marker_thread.start()
+    got: list[int] = []
+    try:
+        for line in sub.stdout:
+            if line == END.decode() + "\n":
+                break
+            got.append(int(line))
+    finally:
+        seen_end.set()
+        marker_thread.join()
+        sub.terminate()
+        sub.wait(WAIT_S)
+        driver.close()
+    return got
 
 
 def test_slow_subscriber_loses_nothing_with_our_limits_and_loses_with_mosquitto_defaults(start_broker):
