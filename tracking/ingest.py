@@ -1,0 +1,418 @@
+"""The ingestion pipeline: validate → match → geofence → PostGIS (durable) → Redis live → customer push.
+
+`Pipeline.process(batch)` takes raw messages from any source (MQTT, the driver WebSocket,
+the HTTP batch endpoint) and returns what was accepted and refused. The order of the steps
+is the guarantee:
+
+1. stateless validation (`tracking.validate.parse`), then the motion check against each
+   driver's newest fix (Redis live state; PostGIS when Redis cannot answer);
+2. map matching (when a road graph is configured) and geofence / stop detection, which
+   turn fixes into outbox events;
+3. ONE PostgreSQL transaction: history rows (COPY, de-duplicated by key), refused fixes,
+   outbox events (`tracking.history.store_batch`);
+4. only then Redis live state, the fleet feed and the customer push. These are derived
+   state: if Redis is down the batch still counts as stored, and live state is rebuilt
+   from history when Redis comes back (`tracking.live`).
+
+`MqttSource` feeds MQTT messages in batches and acknowledges each message (PUBACK) only
+after step 3 committed — QoS 1 end to end: a replica killed mid-batch leaves its messages
+unacknowledged in its persistent broker session, the broker re-delivers them when the
+replica reconnects with the same client id, and the history key turns any that had in fact
+been stored into counted duplicates. We use paho directly (aiomqtt has no manual
+acknowledgement: it PUBACKs on receipt, which would acknowledge fixes not yet stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import asyncpg
+import orjson
+import paho.mqtt.client as paho
+import redis.asyncio as aioredis
+import redis.exceptions
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import Counter, Histogram
+
+from core import events, mqtt
+from core.settings import Settings
+from tracking import history, live
+from tracking.models import Source
+from tracking.validate import Fix, Last, Limits, Reason, Rejected, check_motion, parse
+
+log = logging.getLogger("serena.tracking.ingest")
+
+ACCEPTED = Counter("serena_tracking_fixes_accepted_total", "GPS fixes stored in history", ["source"])
+REJECTED = Counter("serena_tracking_fixes_rejected_total", "GPS fixes refused, by reason", ["reason"])
+LATE = Counter("serena_tracking_fixes_late_total", "Accepted fixes older than the driver's newest (history only)")
+BATCH_SECONDS = Histogram("serena_tracking_batch_seconds", "Time to process one ingest batch",
+                          buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
+REDIS_FAILURES = Counter("serena_tracking_redis_failures_total", "Batches whose live-state update or push failed (history kept)")
+LIVE_REBUILDS = Counter("serena_tracking_live_rebuilds_total", "Live state rebuilt from history (Redis came back empty)")
+
+_SOURCE_NAMES = {Source.MQTT: "mqtt", Source.WEBSOCKET: "websocket", Source.HTTP_BATCH: "http"}
+
+
+class Inbound(NamedTuple):
+    """One received message before validation."""
+
+    driver_id: int  # the authenticated driver (topic / token), 0 if the topic could not be read
+    payload: Any  # bytes / str of JSON, or an already-parsed object
+    source: int = Source.MQTT
+    received_at: float = 0.0  # epoch s; 0 = now
+
+
+@dataclass
+class BatchResult:
+    accepted: list[Fix] = field(default_factory=list)  # stored now (new rows)
+    rejected: list[Rejected] = field(default_factory=list)  # refused, duplicates included
+    events: list[events.NewEvent] = field(default_factory=list)  # emitted through the outbox
+
+
+class Stage(Protocol):
+    """A pluggable step on accepted fixes before they are stored (map matching, geofences, stop detection)."""
+
+    async def __call__(self, fixes: list[Fix]) -> list[events.NewEvent]: ...
+
+
+Push = Callable[[list[Fix], aioredis.Redis], Awaitable[None]]
+
+
+class Pipeline:
+    """Validate, store and fan out batches of fixes (see the module docstring)."""
+
+    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
+                 stages: Sequence[Stage] = (), push: Push | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.limits = Limits.of(settings)
+        self.live = live.LiveState(redis, settings.redis_prefix)
+        self.partitions = history.Partitions()
+        self.stages = list(stages)
+        self.push = push
+        self.clock = clock
+        self.last: dict[int, Last] = {}  # this replica's view of each driver's newest fix (Redis is the shared one)
+        self._rebuild_task: asyncio.Task | None = None
+
+    async def _previous(self, driver_ids: list[int]) -> dict[int, Last]:
+        """Newest accepted fix per driver: the newer of this replica's memory and the shared live state."""
+        found: dict[int, Last] = {}
+        try:
+            for d, row in (await self.live.get(driver_ids)).items():
+                found[d] = Last(row["ts"], row["lat"], row["lng"], row.get("accuracy_m"), row.get("seq"))
+        except (redis.exceptions.RedisError, OSError):
+            REDIS_FAILURES.inc()
+            missing = [d for d in driver_ids if d not in self.last]
+            if missing:
+                found.update(await history.last_fixes(self.pool, missing))
+        for d in driver_ids:
+            mine = self.last.get(d)
+            if mine is not None and (d not in found or found[d].ts < mine.ts):
+                found[d] = mine
+        return found
+
+    async def process(self, batch: Sequence[Inbound]) -> BatchResult:
+        """Validate and durably store one batch, then update live state and push; raises only if storing failed."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        parsed: list[Fix] = []
+        rejects: list[Rejected] = []
+        for item in batch:
+            for r in parse(item.payload, driver_id=item.driver_id, now=item.received_at or now,
+                           limits=self.limits, source=item.source):
+                (parsed if type(r) is Fix else rejects).append(r)
+        drivers = sorted({f.driver_id for f in parsed})
+        prev = await self._previous(drivers) if drivers else {}
+        fixes, moved = check_motion(parsed, prev, limits=self.limits)
+        rejects += moved
+        outbox: list[events.NewEvent] = []
+        for stage in self.stages:
+            outbox += await stage(fixes)
+        async with self.pool.acquire() as conn:
+            stored = await history.store_batch(conn, fixes, rejects, partitions=self.partitions, outbox=outbox)
+        result = BatchResult(stored.inserted, rejects + stored.duplicates, outbox)
+        for f in stored.inserted:
+            ACCEPTED.labels(_SOURCE_NAMES.get(f.source, "other")).inc()
+            if f.late:
+                LATE.inc()
+        for r in result.rejected:
+            REJECTED.labels(str(r.reason)).inc()
+        for d in drivers:
+            if d in prev:
+                self.last[d] = prev[d]
+        await self._after_commit([f for f in stored.inserted if not f.late])
+        BATCH_SECONDS.observe(time.perf_counter() - t0)
+        return result
+
+    async def _after_commit(self, fresh: list[Fix]) -> None:
+        """Derived state: live hashes, fleet feed, customer push. Failures are counted, never raised."""
+        if not fresh:
+            return
+        try:
+            rows = [f.to_live() for f in fresh]
+            present, _updated = await self.live.update(rows)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.publish(self.live.keys.fleet, orjson.dumps(rows))
+            await pipe.execute()
+            if self.push is not None:
+                await self.push(fresh, self.redis)
+            if not present and (self._rebuild_task is None or self._rebuild_task.done()):
+                LIVE_REBUILDS.inc()
+                self._rebuild_task = asyncio.create_task(self._rebuild())
+        except (redis.exceptions.RedisError, OSError) as exc:
+            REDIS_FAILURES.inc()
+            log.warning("live state / push failed (history is stored; live state rebuilds later): %s", exc)
+
+    async def _rebuild(self) -> None:
+        try:
+            n = await self.live.rebuild(self.pool)
+            if n:
+                log.info("live state rebuilt from history: %d drivers", n)
+        except Exception as exc:  # noqa: BLE001 - retried by the next batch that sees no marker
+            log.warning("live state rebuild failed: %s", exc)
+
+
+# --- MQTT -------------------------------------------------------------------------------------
+
+
+class _Msg(NamedTuple):
+    conn: int  # index of the connection it came on (acks go back on the same one)
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+class MqttSource:
+    """Shared-subscription consumer of `{root}/drivers/+/location` with PUBACK after storage.
+
+    `connections` MQTT connections per process, each a persistent session named
+    `{group}-{replica}-{i}`: every connection has its own in-flight window at the broker, so
+    acknowledging after a batch commit does not cap throughput at one window per process.
+    Client ids must be stable across restarts (see core.mqtt.service_client): a restarted
+    replica reclaims its session and with it the messages it had not acknowledged.
+    """
+
+    def __init__(self, settings: Settings, *, replica: str, connections: int | None = None,
+                 receive_maximum: int = 2000) -> None:
+        self.settings = settings
+        self.replica = replica
+        self.n = connections or settings.tracking_mqtt_connections
+        self.receive_maximum = receive_maximum
+        self.topic = mqtt.shared(settings.tracking_share_group, mqtt.drivers_filter("location", root=settings.mqtt_topic_root))
+        self.root = settings.mqtt_topic_root
+        self.queue: collections.deque[_Msg] = collections.deque()
+        self.clients: list[paho.Client] = []
+        self.connected = [threading.Event() for _ in range(self.n)]
+        self.subscribed = [threading.Event() for _ in range(self.n)]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._waiting = False
+
+    def client_id(self, i: int) -> str:
+        return f"{self.settings.tracking_share_group}-{self.replica}-{i}"
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ep = mqtt.parse_mqtt_url(self.settings.mqtt_url)
+        for i in range(self.n):
+            c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id(i), protocol=paho.MQTTv5)
+            c.username_pw_set(ep.username or self.settings.mqtt_service_username,
+                              ep.password or self.settings.mqtt_service_password)
+            c.manual_ack_set(True)
+            c.reconnect_delay_set(0.2, 5)
+            c.on_connect = self._on_connect(i)
+            c.on_subscribe = self._on_subscribe(i)
+            c.on_message = self._on_message(i)
+            c.on_disconnect = self._on_disconnect(i)
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = mqtt.SESSION_EXPIRY_S
+            # The broker may have this many PUBLISHes unacknowledged towards us: it bounds a batch.
+            props.ReceiveMaximum = self.receive_maximum
+            if ep.tls:
+                c.tls_set()
+            c.connect_async(ep.host, ep.port, keepalive=30, clean_start=False, properties=props)
+            c.loop_start()
+            self.clients.append(c)
+
+    def _on_connect(self, i: int):
+        def cb(client, userdata, flags, rc, props):
+            if rc.is_failure:
+                log.warning("MQTT connection %s refused: %s", self.client_id(i), rc)
+                return
+            self.connected[i].set()
+            # Re-subscribing on a resumed session is harmless and covers a session the broker expired.
+            client.subscribe(self.topic, qos=1)
+        return cb
+
+    def _on_subscribe(self, i: int):
+        def cb(client, userdata, mid, rcs, props):
+            self.subscribed[i].set()
+        return cb
+
+    def _on_disconnect(self, i: int):
+        def cb(client, userdata, flags, rc, props):
+            self.connected[i].clear()
+            if rc.value != 0:
+                log.warning("MQTT connection %s lost (%s); reconnecting", self.client_id(i), rc)
+        return cb
+
+    def _on_message(self, i: int):
+        queue, loop, wake = self.queue, self._loop, self._wake
+
+        def cb(client, userdata, msg):
+            queue.append(_Msg(i, msg.mid, msg.qos, msg.topic, msg.payload, time.time()))
+            if self._waiting:
+                self._waiting = False
+                loop.call_soon_threadsafe(wake.set)
+        return cb
+
+    async def wait_subscribed(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not all(e.is_set() for e in self.subscribed):
+            if time.monotonic() > deadline:
+                raise TimeoutError("MQTT subscription not confirmed")
+            await asyncio.sleep(0.02)
+
+    async def next_batch(self, max_items: int, wait_s: float) -> list[_Msg]:
+        """Up to max_items messages: waits for the first, then at most wait_s for the batch to fill."""
+        while not self.queue:
+            self._wake.clear()
+            self._waiting = True
+            if self.queue:  # raced with a message that arrived before _waiting was set
+                break
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+        if len(self.queue) < max_items and wait_s > 0:
+            deadline = time.monotonic() + wait_s
+            while len(self.queue) < max_items and time.monotonic() < deadline:
+                await asyncio.sleep(min(0.005, wait_s))
+        out = []
+        q = self.queue
+        while q and len(out) < max_items:
+            out.append(q.popleft())
+        return out
+
+    def to_inbound(self, msgs: Sequence[_Msg]) -> list[Inbound]:
+        out = []
+        prefix = f"{self.root}/drivers/"
+        for m in msgs:
+            try:
+                rest = m.topic[len(prefix):] if m.topic.startswith(prefix) else ""
+                driver_id = int(rest.split("/", 1)[0])
+            except ValueError:
+                driver_id = 0
+            out.append(Inbound(driver_id, m.payload, Source.MQTT, m.received_at))
+        return out
+
+    def ack(self, msgs: Sequence[_Msg]) -> None:
+        """PUBACK each message on the connection it came on (after the batch was stored)."""
+        for m in msgs:
+            if m.qos > 0:
+                self.clients[m.conn].ack(m.mid, m.qos)
+
+    def stop(self) -> None:
+        for c in self.clients:
+            c.disconnect()
+            c.loop_stop()
+
+
+async def run_mqtt(pipeline: Pipeline, source: MqttSource, *, stop: asyncio.Event | None = None) -> None:
+    """Consume until `stop` is set: batch → process → ack; a failed store is retried with backoff, never acked."""
+    s = pipeline.settings
+    stop = stop or asyncio.Event()
+    backoff = 0.1
+    while not stop.is_set():
+        msgs = await source.next_batch(s.tracking_batch_max, s.tracking_batch_wait_ms / 1000)
+        if not msgs:
+            continue
+        inbound = source.to_inbound(msgs)
+        while True:
+            try:
+                await pipeline.process(inbound)
+                break
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("storing a batch of %d failed (%s); retrying in %.1f s, nothing acknowledged",
+                            len(msgs), exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if stop.is_set():
+                    return
+        backoff = 0.1
+        source.ack(msgs)
+
+
+async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | None = None,
+                     ready: Callable[[], None] | None = None) -> None:
+    """The `serena ingest` process body: pool, Redis, pipeline stages, MQTT source, retention."""
+    from tracking import eta, matching  # noqa: PLC0415 - optional engines, loaded only by the process
+
+    pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
+    r = aioredis.from_url(settings.redis_url)
+    stages: list[Stage] = []
+    matcher = matching.from_settings(settings)
+    if matcher is not None:
+        stages.append(matcher)
+    stages += eta.stages(settings=settings, redis=r)
+    pipeline = Pipeline(settings=settings, pool=pool, redis=r, stages=stages, push=eta.make_push(settings))
+    try:
+        await pipeline.live.ensure(pool)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("Redis unavailable at start (%s); live state rebuilds when it is back", exc)
+    source = MqttSource(settings, replica=replica)
+    source.start()
+    stop = stop or asyncio.Event()
+    housekeeping = asyncio.create_task(_housekeeping(settings, pool, stop))
+    try:
+        await source.wait_subscribed(timeout_s=30)
+        log.info("ingest %s subscribed to %s with %d connections", replica, source.topic, source.n)
+        if ready:
+            ready()
+        await run_mqtt(pipeline, source, stop=stop)
+    finally:
+        housekeeping.cancel()
+        source.stop()
+        await r.aclose()
+        await pool.close()
+
+
+async def _housekeeping(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Tomorrow's partition ahead of midnight, and retention, hourly."""
+    import datetime as dt
+
+    while not stop.is_set():
+        try:
+            today = dt.datetime.now(dt.UTC).date()
+            async with pool.acquire() as conn:
+                for d in (today, today + dt.timedelta(days=1)):
+                    await conn.execute("SELECT tracking_ensure_partition($1)", d)
+            await history.apply_retention(pool, retention_days=settings.tracking_retention_days)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop ingestion
+            log.warning("tracking housekeeping failed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=3600)
+        except TimeoutError:
+            pass
+
+
+def reasons_of(result: BatchResult) -> dict[str, int]:
+    """Counts of refused fixes by reason (for API responses)."""
+    out: dict[str, int] = {}
+    for r in result.rejected:
+        out[str(r.reason)] = out.get(str(r.reason), 0) + 1
+    return out
+
+
+__all__ = ["BatchResult", "Inbound", "MqttSource", "Pipeline", "Reason", "run_ingest", "run_mqtt"]
