@@ -354,3 +354,13 @@ def test_serena_events_stats_prints_json(settings, monkeypatch):
     assert result.exit_code == 0, result.output
     s = json.loads(result.output)
     assert s["stream"] == settings.redis_prefix + "cli:events" and s["groups"] == []
+
+
+async def test_payload_text_survives_the_relay_unchanged(bus, pool):
+    payload = {"note": "Café ☕ 🚚 \"quoted\" \\ back\nslash\ttab \u0001", "nested": {"list": [1, 2.5, None, True]}, "n": 10**15}
+    async with pool.acquire() as conn, conn.transaction():
+        eid = await emit(conn, type="order.note_added", payload=payload, aggregate="order", aggregate_id="ä-1")
+    await bus.relay().drain()
+    ((sid, fields),) = await bus.redis.xrange(bus.stream)
+    ev = Event.from_fields(sid, fields)
+    assert (ev.event_id, ev.payload, ev.aggregate_id) == (eid, payload, "ä-1")
