@@ -18,6 +18,7 @@ per-message budget is a few microseconds, and each check must name its own reaso
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -178,6 +179,8 @@ def parse(raw: bytes | str | Any, *, driver_id: int, now: float, limits: Limits,
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
+            obj = _lenient(raw)  # NaN / Infinity literals (what many device JSON encoders write): refused as "nan"
+        if obj is _BAD:
             text = bytes(raw)[:RAW_KEEP_BYTES].decode("utf-8", "replace") if not isinstance(raw, str) else raw[:RAW_KEEP_BYTES]
             return [Rejected(driver_id, Reason.SCHEMA, raw=text, received_at=now, source=source)]
     else:
@@ -199,6 +202,16 @@ def parse(raw: bytes | str | Any, *, driver_id: int, now: float, limits: Limits,
                 ts = None
             out.append(Rejected(driver_id, r.reason, seq=seq, ts=ts, raw=_raw(item), received_at=now, source=source))
     return out
+
+
+_BAD = object()
+
+
+def _lenient(raw: bytes | bytearray | memoryview | str) -> Any:
+    try:
+        return json.loads(bytes(raw) if not isinstance(raw, str) else raw)
+    except (ValueError, UnicodeDecodeError):
+        return _BAD
 
 
 def _raw(item: Any) -> str:
