@@ -276,7 +276,7 @@ LANES = 8
 
 def many_to_many(
     up_indptr, up_head, parent, up_t, up_d, down_t, down_d,
-    src_node, src_t, src_d, dst_node, dst_t, dst_d,
+    src_node, src_t, src_d, dst_node, dst_t, dst_d, with_dist=True,
 ):
     """Time and distance matrices between seeded sources and targets (RPHAST-style).
 
@@ -300,7 +300,7 @@ def many_to_many(
     n_chunks = min(n_batches, max(1, numba_threads()) * 4)
     return _m2m(
         up_indptr, up_head, parent, up_t, up_d, src_node, src_t, src_d, dst_local, dst_t, dst_d,
-        local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks,
+        local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks, with_dist,
     )
 
 
@@ -338,10 +338,35 @@ def _restrict(up_indptr, up_head, parent, down_t, down_d, dst_node):
     return r_nodes, local_of, l_indptr, l_head, l_wt, l_wd
 
 
+@nb.njit(cache=True)
+def _sweep_td(l_indptr, l_head, l_wt, l_wd, lt, ld):
+    for i in range(len(l_indptr) - 1):
+        for a in range(l_indptr[i], l_indptr[i + 1]):
+            j = l_head[a]
+            wt = l_wt[a]
+            wd = l_wd[a]
+            for lane in range(LANES):
+                cand = lt[j, lane] + wt
+                if cand < lt[i, lane]:
+                    lt[i, lane] = cand
+                    ld[i, lane] = ld[j, lane] + wd
+
+
+@nb.njit(cache=True)
+def _sweep_t(l_indptr, l_head, l_wt, lt):
+    # Time only: a plain min, which LLVM turns into SIMD; about half the cost of _sweep_td.
+    for i in range(len(l_indptr) - 1):
+        for a in range(l_indptr[i], l_indptr[i + 1]):
+            j = l_head[a]
+            wt = l_wt[a]
+            for lane in range(LANES):
+                lt[i, lane] = min(lt[i, lane], lt[j, lane] + wt)
+
+
 @nb.njit(cache=True, parallel=True)
 def _m2m(
     up_indptr, up_head, parent, up_t, up_d, src_node, src_t, src_d, dst_local, dst_t, dst_d,
-    local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks,
+    local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks, with_dist,
 ):
     S = src_node.shape[0]
     T = dst_local.shape[0]
@@ -357,6 +382,8 @@ def _m2m(
         buf = np.empty(n, np.int32)
         lt = np.empty((nr, LANES), np.float64)
         ld = np.empty((nr, LANES), np.float64)
+        best_t = np.empty(LANES, np.float64)
+        best_d = np.empty(LANES, np.float64)
         b_begin = c * n_batches // n_chunks
         b_end = (c + 1) * n_batches // n_chunks
         for b in range(b_begin, b_end):
@@ -382,32 +409,30 @@ def _m2m(
                     dt[v] = np.inf
                     dd[v] = np.inf
             # top-down sweep over R, all lanes at once
-            for i in range(nr):
-                for a in range(l_indptr[i], l_indptr[i + 1]):
-                    j = l_head[a]
-                    wt = l_wt[a]
-                    wd = l_wd[a]
-                    for lane in range(LANES):
-                        cand = lt[j, lane] + wt
-                        if cand < lt[i, lane]:
-                            lt[i, lane] = cand
-                            ld[i, lane] = ld[j, lane] + wd
-            for lane in range(LANES):
-                s = s0 + lane
-                if s >= S:
-                    break
-                for t in range(T):
-                    best_t = np.inf
-                    best_d = np.inf
-                    for k in range(dst_local.shape[1]):
-                        x = dst_local[t, k]
-                        if x >= 0:
-                            cand = lt[x, lane] + dst_t[t, k]
-                            if cand < best_t:
-                                best_t = cand
-                                best_d = ld[x, lane] + dst_d[t, k]
-                    out_t[s, t] = best_t
-                    out_d[s, t] = best_d
+            if with_dist:
+                _sweep_td(l_indptr, l_head, l_wt, l_wd, lt, ld)
+            else:
+                _sweep_t(l_indptr, l_head, l_wt, lt)
+            # Targets outer, lanes inner: each target's label row is read once for all lanes.
+            n_lanes = min(LANES, S - s0)
+            for t in range(T):
+                for lane in range(n_lanes):
+                    best_t[lane] = np.inf
+                    best_d[lane] = np.inf
+                for k in range(dst_local.shape[1]):
+                    x = dst_local[t, k]
+                    if x < 0:
+                        continue
+                    ct = dst_t[t, k]
+                    cd = dst_d[t, k]
+                    for lane in range(n_lanes):
+                        cand = lt[x, lane] + ct
+                        if cand < best_t[lane]:
+                            best_t[lane] = cand
+                            best_d[lane] = ld[x, lane] + cd
+                for lane in range(n_lanes):
+                    out_t[s0 + lane, t] = best_t[lane]
+                    out_d[s0 + lane, t] = best_d[lane]
     return out_t, out_d
 
 

@@ -27,7 +27,7 @@ class Matrix:
     """Fastest-path travel times and their distances; row = source, column = target."""
 
     time_s: np.ndarray  # float64 (S, T); inf where unreachable
-    distance_m: np.ndarray  # float64 (S, T)
+    distance_m: np.ndarray | None  # float64 (S, T); None when not asked for
     sources: snap_mod.Snapped
     targets: snap_mod.Snapped
 
@@ -129,8 +129,11 @@ def travel_matrix(
     targets=None,
     *,
     max_snap_m: float | None = snap_mod.DEFAULT_MAX_DISTANCE_M,
+    distances: bool = True,
 ) -> Matrix:
     """Exact travel times (s) and distances (m) from every source to every target.
+
+    `distances=False` skips the distance matrix (about half the work; `distance_m` is then None).
 
     `sources` / `targets` are `Snapped` positions or (n, 2) arrays of lat, lng
     (snapped here, refusing points beyond `max_snap_m`). `targets=None` means
@@ -146,12 +149,15 @@ def travel_matrix(
     sn, st, sd = source_seeds(g, src)
     tn, tt, td = target_seeds(g, dst)
     time_s, dist_m = ch.many_to_many(
-        c.up_indptr, c.up_head, c.parent, m.up_time, m.up_dist, m.down_time, m.down_dist, sn, st, sd, tn, tt, td
+        c.up_indptr, c.up_head, c.parent, m.up_time, m.up_dist, m.down_time, m.down_dist, sn, st, sd, tn, tt, td,
+        distances,
     )
     rows, cols, ts, ds = same_street(g, src, dst)
     better = ts < time_s[rows, cols]
     time_s[rows[better], cols[better]] = ts[better]
     dist_m[rows[better], cols[better]] = ds[better]
+    if not distances:
+        dist_m = None
     return Matrix(time_s=time_s, distance_m=dist_m, sources=src, targets=dst)
 
 

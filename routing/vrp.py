@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from routing import vrp_ortools, vrp_pyvrp
+from routing import vrp_greedy, vrp_ortools, vrp_pyvrp
 from routing.vrp_check import (
     Reduced,
     build_route,
@@ -110,21 +110,51 @@ def solve(
 
     # Keep back what re-timing and assembling the result costs (measured: about 10 us
     # per stop plus a few ms) so the whole call, not just the search, meets the limit.
-    # PyVRP's stop criterion starts after its construction and is checked between
-    # iterations: measured overshoot 8 ms at 1 s on Solomon, more on a loaded machine,
-    # hence the proportional part.
-    # A 29-instance sweep on a shared 2-core machine still saw 1.01 s with 3 % + 15 ms.
-    reserve_s = 0.02 + 3e-5 * len(plan_ids) + 0.002 * len(problem.vehicles) ** 0.5
-    budget_s = (deadline - time.perf_counter() - reserve_s) * 0.95
+    # Engines stop between iterations, so they overshoot by one iteration; a loaded
+    # machine stretches that, hence the proportional part (measured: docs/vrp.md).
+    reserve_s = 0.01 + 8e-5 * len(plan_ids) + 0.002 * len(problem.vehicles) ** 0.5
+    budget_s = (deadline - time.perf_counter() - reserve_s) * 0.98
     seqs: dict[str, list[tuple[Job, str]]] = {}
     used = engine
     if plan_ids and budget_s > 0:
         seqs, used = _search(rp, plan_ids, prizes, budget_s, seed, warm, engine)
+    elif plan_ids:
+        reasons.update({jid: f"time limit of {time_limit_s:g} s too short to search" for jid in plan_ids})
     return _assemble(problem, reduced, seqs, reasons, used, previous, t_start)
+
+
+def _construction_s(n_stops: int) -> float:
+    """PyVRP's uninterruptible construction time, measured on the 2-core dev machine:
+    35-65 ms at 100 Solomon customers, 530 ms at 500 live stops (~5e-5 * n^1.5 s)."""
+    return 5e-5 * n_stops**1.5
 
 
 def _search(rp, plan_ids, prizes, budget_s, seed, warm, engine):
     has_breaks = any(v.breaks for v in rp.vehicles)
+    t0 = time.perf_counter()
+    n_stops = sum(len(j.stops()) for j in rp.jobs)
+    greedy = None
+    uses_pyvrp = engine != "ortools" and not has_breaks
+    construction_s = _construction_s(n_stops)
+    if not warm and (
+        (uses_pyvrp and budget_s < 2 * construction_s) or (not uses_pyvrp and budget_s < 1.0)
+    ):
+        # Too little time for the engine's own first solution (PyVRP's cannot be
+        # interrupted; OR-Tools' returns nothing when cut short): start from ours.
+        # PyVRP's first local search from it is as uninterruptible as its own
+        # construction, so it only runs when that clearly fits too.
+        greedy = vrp_greedy.construct(problem=rp, job_ids=plan_ids)
+        warm = {vid: [(j.id, k) for j, k in seq] for vid, seq in greedy.items()}
+        budget_s -= time.perf_counter() - t0
+        if budget_s < 0.01 or (uses_pyvrp and budget_s < 1.5 * construction_s):
+            return greedy, "greedy"
+    seqs, used = _engines(rp, plan_ids, prizes, budget_s, seed, warm, engine, has_breaks)
+    if greedy is not None:
+        return _better(rp, seqs, greedy) if seqs else greedy, f"greedy+{used}"
+    return seqs, used
+
+
+def _engines(rp, plan_ids, prizes, budget_s, seed, warm, engine, has_breaks):
     if engine in ("auto", "pyvrp", "hybrid") and not has_breaks:
         share = HYBRID_PYVRP_SHARE if engine == "hybrid" else 1.0
         try:
@@ -153,13 +183,19 @@ def _search(rp, plan_ids, prizes, budget_s, seed, warm, engine):
 
 
 def _better(rp: Problem, a: dict, b: dict) -> dict:
-    """The plan serving more jobs, then the shorter one."""
+    """The plan serving more stops, then the shorter one (arc sums; re-timing comes later)."""
 
     def key(seqs):
         vehicles = {v.id: v for v in rp.vehicles}
-        served = sum(len(s) for s in seqs.values())
-        dist = sum(schedule_route(problem=rp, vehicle=vehicles[vid], sequence=s).distance_m for vid, s in seqs.items())
-        return (-served, dist)
+        total = 0.0
+        for vid, seq in seqs.items():
+            v = vehicles[vid]
+            locs = [v.start_location] + [(j.pickup if k == "pickup" else j.delivery).location for j, k in seq]
+            if v.end_location is not None:
+                locs.append(v.end_location)
+            arr = np.array(locs)
+            total += float(rp.distance_m[arr[:-1], arr[1:]].sum())
+        return (-sum(len(s) for s in seqs.values()), total)
 
     return b if b and key(b) < key(a) else a
 
@@ -231,7 +267,10 @@ def _job_reason(job, veh, ids, caps, start, end, t0, t1, maxdur, dur, n_dims) ->
         e, l = stop.time_window_s
         if l < e:
             return f"{kind} time window [{e:g}, {l:g}] ends before it starts"
-    ok = np.array([compatible(job, v) for v in veh], dtype=bool)
+    if job.skills or job.vehicles is not None:
+        ok = np.array([compatible(job, v) for v in veh], dtype=bool)
+    else:
+        ok = np.ones(len(veh), dtype=bool)
     if not ok.any():
         if job.vehicles is not None and not (job.vehicles & ids):
             return f"restricted to vehicles {sorted(job.vehicles)}, none of which is in the fleet"
