@@ -18,6 +18,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ class LiveServer:
     app: object
 
 
-def _serve(app, *, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[LiveServer]:
+@contextmanager
+def serve_app(app, *, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[LiveServer]:
     """Run `app` under uvicorn in a thread on a port the OS picked; stop it afterwards."""
     # Bind first and hand uvicorn the socket: picking a port, closing it and letting uvicorn
     # bind again would race with other xdist workers doing the same.
@@ -81,7 +83,8 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     """The real app (create_app with the test settings), served on 127.0.0.1 for the session."""
     from serena.app import create_app
 
-    yield from _serve(create_app(settings))
+    with serve_app(create_app(settings)) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import sys
+import types
 import uuid
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi import APIRouter, Request
 
 from core.rbac import Permission
-from serena.deps import declared_permissions, iter_routes
+from serena.deps import declared_permissions, iter_routes, require
 from serena.web import assets as web_assets
-from tests.web.conftest import _serve
+from tests.web.conftest import serve_app
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 PAGES = ("/", "/login", "/map-demo", "/docs", "/redoc")
@@ -64,7 +67,8 @@ def app_without_vendor_files(settings, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(web_assets, "DEFAULT_NODE_MODULES", tmp_path / "node_modules")
     with caplog.at_level(logging.ERROR, logger="serena.web"):
         app = create_app(settings)
-    yield from _serve(app)
+    with serve_app(app) as server:
+        yield server
 
 
 def test_missing_vendor_files_are_named_with_the_setup_command(app_without_vendor_files, caplog):
@@ -204,3 +208,27 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(live_server, browse
         assert overflow <= 0
     finally:
         context.close()
+
+
+def test_a_page_module_listed_in_page_modules_is_mounted_with_its_nav_link(settings, monkeypatch):
+    from serena.web import pages
+
+    module = types.ModuleType("serena_test_fleet_pages")
+    module.router = APIRouter(include_in_schema=False)
+
+    @module.router.get("/fleet")
+    async def board(request: Request, _=require(Permission.PUBLIC)):
+        return pages.render(request, "home.html", title="Fleet board", cards=[])
+
+    module.setup = lambda app: pages.add_nav_link(app, "Fleet", "/fleet")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(pages, "PAGE_MODULES", (module.__name__,))
+
+    from serena.app import create_app
+
+    app = create_app(settings)
+    assert [link.label for link in app.state.web_nav][-1] == "Fleet"
+    with serve_app(app) as server:
+        home = httpx.get(server.url + "/")
+        assert 'href="/fleet"' in home.text and "coming soon" in home.text  # the back office still is
+        assert httpx.get(server.url + "/fleet").status_code == 200
