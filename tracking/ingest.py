@@ -292,9 +292,9 @@ class MqttSource:
             if self.queue:  # raced with a message that arrived before _waiting was set
                 break
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
             except TimeoutError:
-                pass
+                return []  # let the caller look at its stop flag
         if len(self.queue) < max_items and wait_s > 0:
             deadline = time.monotonic() + wait_s
             while len(self.queue) < max_items and time.monotonic() < deadline:

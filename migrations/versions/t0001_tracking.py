@@ -55,10 +55,12 @@ def upgrade() -> None:
         BEGIN
             IF to_regclass(name) IS NULL THEN
                 PERFORM pg_advisory_xact_lock(hashtext('tracking_ensure_partition'));
-                IF to_regclass(name) IS NULL THEN
+                BEGIN
                     EXECUTE format('CREATE TABLE %I PARTITION OF tracking_positions FOR VALUES FROM (%L) TO (%L)',
                                    name, d, d + 1);
-                END IF;
+                EXCEPTION WHEN duplicate_table THEN
+                    NULL;  -- another replica created it between our check and the lock
+                END;
             END IF;
             RETURN name;
         END $$
