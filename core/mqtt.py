@@ -1,6 +1,6 @@
 """MQTT for the platform's own processes: the broker URL, service-account clients and topic names.
 
-Drivers talk to the broker with credentials of their own (`driver-{id}`, see docs/broker.md);
+Drivers talk to the broker with credentials of their own (username = the driver id, see docs/broker.md);
 the platform's processes (ingest, planner, simulator harness) connect with the service
 account from settings. Topic names are built here and nowhere else, so the ACL generated
 by `serena.broker` and the code that publishes always agree on the layout:
@@ -66,8 +66,12 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
 
 
 def driver_username(driver_id: int) -> str:
-    """The broker username of a driver (its password hash lives in drivers.mqtt_password_hash)."""
-    return f"driver-{int(driver_id)}"
+    """The broker username of a driver: its id in decimal (password hash in drivers.mqtt_password_hash).
+
+    The username must equal the id segment of the driver's topics: the broker's ACL is four
+    `pattern ... %u` lines, and `%u` is replaced by the username (see serena.broker).
+    """
+    return str(int(driver_id))
 
 
 def driver_topic(driver_id: int, kind: str, *, root: str | None = None) -> str:

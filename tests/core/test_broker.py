@@ -54,12 +54,14 @@ class Conn:
         self.acks: dict[int, int] = {}  # mid -> PUBACK reason code
         self.suback: dict[int, list[int]] = {}  # mid -> granted QoS / reason codes
         self.connack: int | None = None
+        self.dropped = threading.Event()  # the broker closed a connection we had
         self._connected = threading.Event()
         self._cond = threading.Condition()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = lambda client, userdata, flags, rc, props: self.dropped.set()
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
         self.connack = rc.value
@@ -333,14 +335,13 @@ async def test_new_driver_credentials_take_effect_on_sighup_without_restart(star
         assert driver.connect() == 0
         assert driver.publish(mqtt.driver_topic(driver_id, "location", root=s.mqtt_topic_root), b"{}") == 0
         assert driver.publish(mqtt.driver_topic(driver_id + 1, "location", root=s.mqtt_topic_root), b"{}") == NOT_AUTHORIZED
-        driver.close()
 
-        # Deactivating the driver and syncing again locks it out.
+        # Deactivating the driver and syncing again drops its live connection and locks it out.
         await pool.execute("UPDATE drivers SET active = false WHERE id = $1", driver_id)
         await broker.sync_broker_credentials(pool_or_session=pool, settings=s)
-        async with asyncio.timeout(WAIT_S):
-            while Conn(s, username, clear).connect() == 0:
-                await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(driver.dropped.wait, WAIT_S)
+        driver.close()
+        assert Conn(s, username, clear).connect() == NOT_AUTHORIZED
     finally:
         await pool.execute("DELETE FROM users WHERE id = $1", user_id)
 
@@ -366,3 +367,18 @@ def test_queued_qos1_messages_survive_a_broker_restart(start_broker):
     sub.wait_for(lambda: len(sub.messages) >= n)
     sub.close()
     assert [int(p) for p in sub.payloads()] == list(range(n))
+
+
+def test_topic_helpers_round_trip_and_refuse_what_is_not_a_driver_topic():
+    assert mqtt.driver_topic(7, "location", root="serena/v1") == "serena/v1/drivers/7/location"
+    assert mqtt.parse_driver_topic("serena/v1/drivers/7/scans", root="serena/v1") == (7, "scans")
+    assert mqtt.shared("ingest", mqtt.drivers_filter("location", root="r")) == "$share/ingest/r/drivers/+/location"
+    assert mqtt.driver_username(7) == "7"  # must equal the topic's id segment: the ACL is %u patterns
+    for bad in ("serena/v1/drivers/x/location", "serena/v1/drivers/7/photos", "other/drivers/7/location"):
+        with pytest.raises(ValueError):
+            mqtt.parse_driver_topic(bad, root="serena/v1")
+    with pytest.raises(ValueError):
+        mqtt.driver_topic(7, "photos", root="serena/v1")
+    ep = mqtt.parse_mqtt_url("mqtt://127.0.0.1:1884")
+    assert (ep.host, ep.port, ep.tls) == ("127.0.0.1", 1884, False)
+    assert mqtt.parse_mqtt_url("mqtts://broker.example").port == 8883

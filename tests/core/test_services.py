@@ -66,7 +66,7 @@ def test_up_starts_only_what_is_missing_and_down_stops_only_what_it_started(sett
         assert result["mosquitto"].ours and result["mosquitto"].version.startswith("2.")
         assert result["localstripe"].ours
         # A fresh (unmigrated) database has no drivers table: the broker starts with the service account only.
-        assert "user driver-" not in broker.BrokerFiles.of(s).acl.read_text()
+        assert broker.BrokerFiles.of(s).passwords.read_text().count("\n") == 1  # the service account
 
         again = services.up(settings=s, install=False, echo=said.append)  # idempotent: nothing new started
         assert all(st.up for st in again) and said.count(f"creating database {dbname}") == 1
@@ -114,6 +114,6 @@ def test_broker_config_command_renders_drivers_from_the_database(settings: Setti
     assert f"password_file {out / 'passwd'}" in conf
     passwd, acl = (out / "passwd").read_text(), (out / "acl").read_text()
     assert passwd.startswith(f"{settings.mqtt_service_username}:$7$101$")
-    assert f"driver-{driver_id}:{hashed}\n" in passwd
+    assert f"\n{driver_id}:{hashed}\n" in passwd
     assert f"user {settings.mqtt_service_username}" in acl
-    assert f"user driver-{driver_id}\ntopic write serena/v1/drivers/{driver_id}/location\n" in acl
+    assert "pattern write serena/v1/drivers/%u/location\n" in acl
