@@ -22,6 +22,7 @@ _GROUPS = [
     ("graph", "graph"),
     ("route", "route"),
     ("geofence", "geofence"),
+    ("ingest", "ingest"),
 ]
 
 

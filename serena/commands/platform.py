@@ -46,6 +46,8 @@ def process_specs(settings: Settings, *, workers: int = 1) -> list[Spec]:
                                        "--no-access-log", "--log-level", settings.log_level.lower()))]
     if _module_exists("core.relay"):
         specs.append(Spec("relay", python_module("serena.cli", "events", "relay")))
+    if _module_exists("tracking.ingest"):
+        specs.append(Spec("ingest", python_module("serena.cli", "ingest", "run", "--replica", "0")))
     return specs
 
 
