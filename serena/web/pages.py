@@ -293,8 +293,9 @@ def _serve_api_docs_locally(app: FastAPI) -> None:
                 swagger_js_url=_vendor_url(request, "swagger-ui-dist", "swagger-ui-bundle.js"),
                 swagger_css_url=_vendor_url(request, "swagger-ui-dist", "swagger-ui.css"),
                 swagger_favicon_url=_static_url(request, "img/favicon.svg"),
-                # The validator badge would send our schema's URL to validator.swagger.io.
-                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+                # showExtensions: each operation shows its x-serena-permission. validatorUrl: the
+                # validator badge would send our schema's URL to validator.swagger.io.
+                swagger_ui_parameters={"showExtensions": True, **(app.swagger_ui_parameters or {}), "validatorUrl": None},
             )
 
     if app.redoc_url:

@@ -232,3 +232,17 @@ def test_a_page_module_listed_in_page_modules_is_mounted_with_its_nav_link(setti
         home = httpx.get(server.url + "/")
         assert 'href="/fleet"' in home.text and "coming soon" in home.text  # the back office still is
         assert httpx.get(server.url + "/fleet").status_code == 200
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("next_param", "continue_to"), [
+    ("/fleet?driver=7", "/fleet?driver=7"),
+    ("//evil.example/phish", "/"),
+    ("/\t/evil.example/phish", "/"),
+    ("https://evil.example/", "/"),
+    ("javascript:alert(1)", "/"),
+])
+def test_login_continues_only_to_paths_on_this_site(live_server, page, next_param, continue_to):
+    page.goto(live_server.url + "/login?" + httpx.QueryParams({"next": next_param}).__str__())
+    page.wait_for_load_state("domcontentloaded")
+    assert page.locator("[data-login-continue]").get_attribute("href") == continue_to

@@ -7,6 +7,18 @@
   const submit = document.querySelector("[data-login-submit]");
   const done = document.querySelector("[data-login-done]");
 
+  // /login?next=/fleet sends the user back where they came from; only paths on this site.
+  const next = new URLSearchParams(window.location.search).get("next");
+  if (next) {
+    // Resolve it the way the browser would and keep it only if it stays on this origin: string
+    // checks miss tricks like "/\t/evil.example" (browsers drop the tab, leaving "//evil.example").
+    let target = null;
+    try { target = new URL(next, window.location.origin); } catch (_) { /* not a URL: ignore it */ }
+    if (target && target.origin === window.location.origin) {
+      done.querySelector("[data-login-continue]").href = target.pathname + target.search + target.hash;
+    }
+  }
+
   function showError(text) {
     error.textContent = text;
     error.hidden = false;
