@@ -69,7 +69,7 @@ def test_deliveries_and_pickups_share_a_vehicle_without_overloading_it(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_skills_and_vehicle_restrictions_decide_who_serves(engine):
-    problem = random_problem(n_jobs=12, n_vehicles=3, seed=4, windows=False)
+    problem = random_problem(n_jobs=12, n_vehicles=3, seed=4, windows=False, capacity=(20.0, 20.0, 20.0))
     vehicles = [dataclasses.replace(v, skills=frozenset({"fridge"}) if v.id == "v1" else frozenset()) for v in problem.vehicles]
     jobs = [
         dataclasses.replace(j, skills=frozenset({"fridge"})) if i % 3 == 0 else
