@@ -199,8 +199,8 @@ async def map_demo(request: Request, _=require(Permission.PUBLIC)):
 
 # --- demo data ----------------------------------------------------------------------------------------------
 
-# A made-up service area by the Douro in Porto: a zone, a few streets, a planned route and two
-# depots. It proves the drawing path end to end until the routing engine supplies real roads.
+# A made-up service area by the Douro in Porto: a zone, a few streets, a planned route, a depot
+# and a stop. It proves the drawing path end to end until the routing engine supplies real roads.
 DEMO_GEOJSON: dict[str, Any] = {
     "type": "FeatureCollection",
     "features": [
