@@ -50,6 +50,7 @@ class Conn:
         self.client.username_pw_set(username, password)
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=1)  # loop_stop waits out a pending delay
         self.messages: list[paho.MQTTMessage] = []
         self.acks: dict[int, int] = {}  # mid -> PUBACK reason code
         self.suback: dict[int, list[int]] = {}  # mid -> granted QoS / reason codes
