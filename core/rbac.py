@@ -42,13 +42,17 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"  # read and verify the audit log
 
 
+SELF_SCOPED = (Permission.DRIVER_SELF, Permission.ORDERS_OWN, Permission.TRACKING_OWN)
+
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CUSTOMER: frozenset({Permission.ORDERS_OWN, Permission.TRACKING_OWN}),
     Role.DRIVER: frozenset({Permission.DRIVER_SELF}),
     Role.DISPATCHER: frozenset({Permission.FLEET_READ, Permission.FLEET_WRITE, Permission.ORDERS_READ, Permission.DELIVERIES_WRITE}),
     Role.SUPPORT: frozenset({Permission.ORDERS_READ, Permission.ORDERS_WRITE, Permission.FLEET_READ, Permission.USERS_READ}),
     Role.MARKETING: frozenset({Permission.PROMOTIONS_WRITE, Permission.REPORTS_READ}),
-    Role.ADMIN: frozenset(p for p in Permission if p not in (Permission.PUBLIC, Permission.AUTHENTICATED)),
+    # Admin gets every permission except the self-scoped ones: an admin is not a driver or a
+    # customer, and "own orders" of an account with no orders would only blur the table.
+    Role.ADMIN: frozenset(p for p in Permission if p not in (Permission.PUBLIC, Permission.AUTHENTICATED, *SELF_SCOPED)),
 }
 
 

@@ -48,6 +48,7 @@ class DeliveryJob(Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)  # order id for order.paid, caller's key for the API
     source: Mapped[str] = mapped_column(String(16))  # order | api
+    request_sha256: Mapped[str] = mapped_column(String(64))  # same key with another request is refused
     reference: Mapped[str] = mapped_column(String(64), default="")  # order number or caller's reference
     package_code: Mapped[str] = mapped_column(String(32), unique=True)  # printed on the label (QR + Code 128)
     state: Mapped[str] = mapped_column(String(20), default=JobState.CREATED.value)

@@ -83,6 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(admin.router)
+    app.include_router(importlib.import_module("commerce.api").router)
+    from dispatch import api as dispatch_api
+
+    app.include_router(dispatch_api.router)
     try:
         pages = importlib.import_module("serena.web.pages")
     except ModuleNotFoundError as exc:

@@ -23,6 +23,8 @@ _GROUPS = [
     ("route", "route"),
     ("geofence", "geofence"),
     ("ingest", "ingest"),
+    ("events", "events"),
+    ("planner", "planner"),
 ]
 
 

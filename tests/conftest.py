@@ -132,3 +132,7 @@ async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
 def topic_root(worker_id_str: str) -> str:
     """A unique MQTT topic root for one test, so parallel tests never see each other's messages."""
     return f"test/{worker_id_str}/{uuid.uuid4().hex[:10]}"
+
+
+# The API fixtures (app, client, make_account) serve every test package.
+pytest_plugins = ["tests.fixtures_api"]

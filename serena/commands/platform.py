@@ -48,6 +48,7 @@ def process_specs(settings: Settings, *, workers: int = 1) -> list[Spec]:
         specs.append(Spec("relay", python_module("serena.cli", "events", "relay")))
     if _module_exists("tracking.ingest"):
         specs.append(Spec("ingest", python_module("serena.cli", "ingest", "run", "--replica", "0")))
+    specs.append(Spec("planner", python_module("serena.cli", "planner")))
     return specs
 
 

@@ -1,4 +1,4 @@
-"""An in-process API on the worker's test database, and factories for signed-in users of each role."""
+"""API fixtures shared by every test package: an in-process app on the worker database, signed-in accounts of each role."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pyotp
 import pytest_asyncio
 
 from core import auth, identity
+from core.models import Driver
 from core.rbac import STAFF_ROLES, Role
 from serena.app import create_app
 
@@ -53,6 +54,8 @@ async def make_account(app, settings):
         secret = None
         async with app.state.sessions() as db, db.begin():
             user = await identity.create_user(db=db, email=email, password=password, roles={role} if role else set())
+            if role is Role.DRIVER:  # a driver account always comes with its drivers row
+                db.add(Driver(user_id=user.id, display_name=email.split("@")[0]))
             if role in STAFF_ROLES:
                 secret = pyotp.random_base32()
                 user.totp_secret = secret

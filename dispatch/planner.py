@@ -1,0 +1,313 @@
+"""The planner: one leader per region re-optimises open jobs over the on-duty fleet and publishes task lists.
+
+Leadership is a lease in Redis (SET NX PX, renewed by compare-and-extend); a standby
+replica takes over when the lease lapses. A plan is computed from the database (jobs,
+shifts) and the live positions, solved by `routing.vrp` warm-started from the current
+plan, and written in ONE transaction: the plan version, every job's driver/sequence/ETA,
+the state transitions and their events. So a planner killed mid-re-plan leaves either
+the old plan or the new one, never a mix, and a job has one driver column: it cannot be
+assigned twice. Before committing, the leader checks it still holds the lease (fencing),
+so a paused old leader cannot overwrite its successor's plan.
+
+Jobs picked up by a van stay on that van (delivery-only jobs restricted to it); a stop in
+progress (`arriving`) is the van's fixed prefix; jobs not yet picked up are
+pickup-and-delivery pairs from their depot and may move between vans; a dispatcher's
+reassignment pins a job to the chosen driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.models import Depot, Driver, Vehicle as VehicleRow
+from core.settings import Settings
+from dispatch import lifecycle, service, travel
+from dispatch.models import DeliveryJob, JobState, Plan, Shift
+from routing import vrp
+from routing.vrp_model import Job, Problem, Solution, Stop, StopRef, Vehicle
+
+log = logging.getLogger("serena.planner")
+S = JobState
+
+OPEN_STATES = [s.value for s in (S.CREATED, S.PLANNED, S.ASSIGNED, S.PICKED_UP, S.OUT_FOR_DELIVERY, S.ARRIVING, S.FAILED)]
+ON_BOARD = {S.PICKED_UP.value, S.OUT_FOR_DELIVERY.value, S.ARRIVING.value, S.FAILED.value}
+PICKUP_SERVICE_S = 60.0
+
+
+def lease_key(settings: Settings) -> str:
+    return f"{settings.redis_prefix}planner:lease:{settings.dispatch_region}"
+
+
+def tasks_channel(settings: Settings, driver_id: int) -> str:
+    return f"{settings.redis_prefix}tasks:{driver_id}"
+
+
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+
+
+class Lease:
+    """A renewable, fenced leadership lease in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, key: str, *, ttl_ms: int = 10_000, owner: str | None = None) -> None:
+        self.redis, self.key, self.ttl_ms = redis, key, ttl_ms
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    async def acquire_or_renew(self) -> bool:
+        if await self.redis.set(self.key, self.owner, nx=True, px=self.ttl_ms):
+            return True
+        return bool(await self.redis.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms))
+
+    async def held(self) -> bool:
+        value = await self.redis.get(self.key)
+        return value is not None and value.decode() == self.owner
+
+    async def release(self) -> None:
+        await self.redis.eval(_RELEASE, 1, self.key, self.owner)
+
+
+@dataclass
+class Snapshot:
+    """What a plan is computed from."""
+
+    now: datetime
+    jobs: list[DeliveryJob]
+    drivers: list[tuple[Driver, Shift, VehicleRow | None]]
+    depots: dict[int, Depot]
+    positions: dict[int, tuple[float, float]]
+
+
+@dataclass
+class PlanResult:
+    version: int | None
+    solution: Solution
+    routes: dict[str, list[dict]]
+    unassigned: dict[str, str]
+    churn: float
+    solve_ms: float
+    published: dict[int, dict] = field(default_factory=dict)  # driver id -> task list
+
+
+async def live_positions(redis: aioredis.Redis, settings: Settings, driver_ids: list[int]) -> dict[int, tuple[float, float, float]]:
+    """Latest (lat, lng, ts) per driver from tracking's live state in Redis, where present."""
+    try:
+        from tracking import live  # the tracking room owns the key layout
+    except ImportError:
+        return {}
+    getter = getattr(live, "latest_positions", None)
+    if getter is None:
+        return {}
+    return await getter(redis, settings, driver_ids)
+
+
+async def snapshot(db: AsyncSession, redis: aioredis.Redis, settings: Settings) -> Snapshot:
+    now = datetime.now(UTC)
+    jobs = list((await db.execute(select(DeliveryJob).where(DeliveryJob.state.in_(OPEN_STATES))
+                                  .order_by(DeliveryJob.id))).scalars())
+    rows = (await db.execute(select(Driver, Shift).join(Shift, Shift.driver_id == Driver.id)
+                             .where(Shift.ended_at.is_(None), Driver.active.is_(True)).order_by(Driver.id))).all()
+    vehicles = {v.id: v for v in (await db.execute(select(VehicleRow))).scalars()}
+    depots = {d.id: d for d in (await db.execute(select(Depot))).scalars()}
+    drivers = [(d, s, vehicles.get(s.vehicle_id or d.vehicle_id or -1)) for d, s in rows]
+    live = await live_positions(redis, settings, [d.id for d, _, _ in drivers])
+    positions: dict[int, tuple[float, float]] = {}
+    for d, s, v in drivers:
+        if d.id in live:
+            positions[d.id] = live[d.id][:2]
+        elif s.start_lat is not None:
+            positions[d.id] = (s.start_lat, s.start_lng)
+        else:
+            depot = depots.get(d.depot_id or (v.depot_id if v else None) or -1) or next(iter(depots.values()), None)
+            if depot is not None:
+                positions[d.id] = service.latlng(depot.location)
+    return Snapshot(now, jobs, drivers, depots, positions)
+
+
+def build_problem(snap: Snapshot, settings: Settings, model) -> tuple[Problem, list[tuple[float, float]]]:
+    """The VRP for a snapshot; times are seconds after `snap.now`."""
+    points: list[tuple[float, float]] = []
+    index: dict[tuple[float, float], int] = {}
+
+    def loc(lat: float, lng: float) -> int:
+        key = (round(lat, 6), round(lng, 6))
+        if key not in index:
+            index[key] = len(points)
+            points.append(key)
+        return index[key]
+
+    t0 = snap.now
+    horizon_s = settings.dispatch_shift_hours * 3600
+
+    def rel(ts: datetime) -> float:
+        return (ts - t0).total_seconds()
+
+    vehicles: list[Vehicle] = []
+    by_driver: dict[int, Vehicle] = {}
+    arriving: dict[int, list[StopRef]] = {}
+    for job in snap.jobs:
+        if job.state == S.ARRIVING.value and job.driver_id is not None:
+            arriving.setdefault(job.driver_id, []).append(StopRef(str(job.id), "delivery"))
+    for driver, shift, vrow in snap.drivers:
+        if driver.id not in snap.positions:
+            continue
+        lat, lng = snap.positions[driver.id]
+        shift_end_s = max(rel(shift.started_at) + horizon_s, 1800.0)
+        cap = (vrow.capacity_weight_kg, vrow.capacity_volume_l, float(vrow.capacity_parcels)) if vrow else (800.0, 6000.0, 120.0)
+        v = Vehicle(id=str(driver.id), start_location=loc(lat, lng), end_location=None, capacity=cap,
+                    shift_s=(0.0, shift_end_s), skills=frozenset(vrow.skills or []) if vrow else frozenset(),
+                    fixed_prefix=tuple(arriving.get(driver.id, [])[:1]))
+        vehicles.append(v)
+        by_driver[driver.id] = v
+
+    jobs: list[Job] = []
+    for job in snap.jobs:
+        if job.state == S.FAILED.value and job.state_reason.startswith("return to depot"):
+            continue  # goes back to the depot with its driver, not to a customer
+        dlat, dlng = service.latlng(job.dropoff)
+        window = (max(0.0, rel(job.window_start)), max(0.0, rel(job.window_end)))
+        delivery = Stop(location=loc(dlat, dlng), service_s=job.service_s, time_window_s=window)
+        amount = (job.weight_kg, job.volume_l, float(job.parcels))
+        if job.state in ON_BOARD:
+            if job.driver_id not in by_driver:
+                continue  # its van is off duty: nothing to plan until the driver is back
+            jobs.append(Job(id=str(job.id), delivery=delivery, amount=amount, vehicles=frozenset({str(job.driver_id)}),
+                            priority=job.priority + 5))
+            continue
+        plat, plng = service.latlng(job.pickup)
+        pickup = Stop(location=loc(plat, plng), service_s=PICKUP_SERVICE_S, time_window_s=(0.0, window[1]))
+        pinned = frozenset({str(job.driver_id)}) if job.state == S.CREATED.value and job.driver_id in by_driver else None
+        jobs.append(Job(id=str(job.id), pickup=pickup, delivery=delivery, amount=amount,
+                        skills=frozenset(job.skills or []), vehicles=pinned, priority=job.priority))
+    if not points:
+        points.append((0.0, 0.0))
+    lat = np.array([p[0] for p in points])
+    lng = np.array([p[1] for p in points])
+    time_s, dist_m = model.matrix(lat, lng)
+    return Problem(duration_s=time_s, distance_m=dist_m, vehicles=vehicles, jobs=jobs, name=settings.dispatch_region), points
+
+
+def previous_solution(problem: Problem, snap: Snapshot) -> Solution | None:
+    """The current plan (jobs' driver + sequence) as a Solution, to warm-start and measure churn."""
+    ids = {j.id for j in problem.jobs}
+    vehicle_ids = {v.id for v in problem.vehicles}
+    seqs: dict[str, list[tuple[int, str]]] = {}
+    for job in snap.jobs:
+        if str(job.id) in ids and job.driver_id is not None and str(job.driver_id) in vehicle_ids and job.sequence is not None:
+            seqs.setdefault(str(job.driver_id), []).append((job.sequence, str(job.id)))
+    if not seqs:
+        return None
+    routes = {v: [jid for _, jid in sorted(items)] for v, items in seqs.items()}
+    try:
+        return vrp.solve_sequences(problem, routes=routes)
+    except Exception as exc:  # an old plan that no longer fits (capacity, shift) is just not a warm start
+        log.info("previous plan not usable as a warm start: %s", exc)
+        return None
+
+
+def stop_payload(job: DeliveryJob, kind: str, seq: int, eta: datetime) -> dict:
+    lat, lng = service.latlng(job.dropoff if kind == "delivery" else job.pickup)
+    return {
+        "seq": seq, "job_id": str(job.id), "kind": kind, "package_code": job.package_code, "lat": lat, "lng": lng,
+        "address": job.address if kind == "delivery" else "depot", "recipient_name": job.recipient_name if kind == "delivery" else "",
+        "window_start": job.window_start.isoformat(), "window_end": job.window_end.isoformat(), "eta": eta.isoformat(),
+        "state": job.state,
+    }
+
+
+async def apply_plan(db: AsyncSession, *, snap: Snapshot, problem: Problem, solution: Solution, reason: str,
+                     planner_id: str, region: str, solve_ms: float) -> PlanResult:
+    """Write the plan and every job's new assignment, transitions and events (caller commits)."""
+    jobs = {str(j.id): j for j in snap.jobs}
+    routes_out: dict[str, list[dict]] = {}
+    assigned: dict[str, tuple[int, int, datetime]] = {}  # job id -> (driver, seq of delivery, eta)
+    for route in solution.routes:
+        stops = []
+        for seq, visit in enumerate(route.visits):
+            eta = snap.now + timedelta(seconds=visit.arrival_s)
+            job = jobs[visit.job_id]
+            stops.append(stop_payload(job, visit.kind, seq, eta))
+            if visit.kind == "delivery":
+                assigned[visit.job_id] = (int(route.vehicle_id), seq, eta)
+        routes_out[route.vehicle_id] = stops
+    unassigned = {u.job_id: u.reason for u in solution.unassigned}
+    plan = Plan(region=region, reason=reason, planner_id=planner_id, routes=routes_out, unassigned=unassigned,
+                objective=float(solution.objective), churn=float(solution.churn or 0.0), solve_ms=solve_ms)
+    db.add(plan)
+    await db.flush()
+    actor = "planner"
+    for job_id, job in jobs.items():
+        if job_id in assigned:
+            driver_id, seq, eta = assigned[job_id]
+            moved = job.driver_id != driver_id
+            job.driver_id, job.sequence, job.eta, job.plan_version = driver_id, seq, eta, plan.version
+            if job.state == S.CREATED.value:
+                await lifecycle.transition(db, job=job, to=S.PLANNED, actor=actor, plan_version=plan.version)
+            if job.state == S.PLANNED.value or (job.state == S.ASSIGNED.value and moved):
+                if job.state == S.ASSIGNED.value:
+                    await lifecycle.transition(db, job=job, to=S.PLANNED, actor=actor, reason="moved to another van")
+                await lifecycle.transition(db, job=job, to=S.ASSIGNED, actor=actor, plan_version=plan.version,
+                                           eta=eta.isoformat())
+        elif job_id in unassigned and job.state in (S.PLANNED.value, S.ASSIGNED.value):
+            await lifecycle.transition(db, job=job, to=S.CREATED, actor=actor, reason=f"not in plan: {unassigned[job_id]}")
+            job.driver_id, job.sequence, job.eta = None, None, None
+        elif job_id in unassigned and job.state == S.CREATED.value:
+            job.state_reason = f"unassigned: {unassigned[job_id]}"
+    published = {int(v): {"version": plan.version, "driver_id": int(v), "generated_at": snap.now.isoformat(), "stops": stops}
+                 for v, stops in routes_out.items()}
+    for driver, _, _ in snap.drivers:  # drivers with nothing to do get an empty list, not a stale one
+        published.setdefault(driver.id, {"version": plan.version, "driver_id": driver.id,
+                                          "generated_at": snap.now.isoformat(), "stops": []})
+    return PlanResult(plan.version, solution, routes_out, unassigned, float(solution.churn or 0.0), solve_ms, published)
+
+
+async def replan(*, sessions: async_sessionmaker[AsyncSession], redis: aioredis.Redis, settings: Settings, lease: Lease | None,
+                 reason: str, time_limit_s: float | None = None, model=None) -> PlanResult | None:
+    """One full re-plan of the region; None when there is nothing to plan or the lease was lost."""
+    model = model or travel.model_for(settings.dispatch_graph)
+    async with sessions() as db, db.begin():
+        snap = await snapshot(db, redis, settings)
+        if not snap.jobs and not snap.drivers:
+            return None
+        problem, _ = build_problem(snap, settings, model)
+        if not problem.vehicles:
+            return None
+        previous = previous_solution(problem, snap)
+        t = time.perf_counter()
+        solution = vrp.solve(problem, time_limit_s=time_limit_s or settings.dispatch_time_limit_s, previous=previous)
+        solve_ms = (time.perf_counter() - t) * 1000
+        if lease is not None and not await lease.held():
+            log.warning("lease lost during re-plan; discarding the plan")
+            await db.rollback()
+            return None
+        result = await apply_plan(db, snap=snap, problem=problem, solution=solution, reason=reason,
+                                  planner_id=lease.owner if lease else "manual", region=settings.dispatch_region,
+                                  solve_ms=solve_ms)
+    log.info("plan v%s (%s): %d routes, %d unassigned, churn %.1f%%, solved in %.0f ms", result.version, reason,
+             len(result.routes), len(result.unassigned), 100 * result.churn, solve_ms)
+    return result
+
+
+async def publish_tasks(result: PlanResult, *, redis: aioredis.Redis, settings: Settings, mqtt_client=None) -> None:
+    """Task lists out: MQTT retained per driver (QoS 1) and Redis pub/sub for WebSocket clients."""
+    from core import mqtt
+
+    for driver_id, tasks in result.published.items():
+        body = json.dumps(tasks)
+        await redis.set(f"{settings.redis_prefix}tasks:last:{driver_id}", body)
+        await redis.publish(tasks_channel(settings, driver_id), body)
+        if mqtt_client is not None:
+            await mqtt_client.publish(mqtt.driver_topic(driver_id, "tasks", root=settings.mqtt_topic_root), body.encode(),
+                                      qos=1, retain=True)

@@ -1,0 +1,101 @@
+"""`serena planner`: the dispatch planner process (leader per region) and dispatch's event consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import typer
+
+app = typer.Typer(help="Dispatch planner.")
+
+
+async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool = True) -> None:
+    """Consume order.paid into jobs; while leader, re-plan on triggers and every replan interval."""
+    import redis.asyncio as aioredis
+
+    from core import db as dbmod
+    from core import mqtt as coremqtt
+    from core.consumer import Consumer
+    from dispatch import events as devents
+    from dispatch import planner, watch
+
+    log = logging.getLogger("serena.planner")
+    stop = stop or asyncio.Event()
+    engine = dbmod.make_engine(settings.database_url)
+    sessions = dbmod.make_sessionmaker(engine)
+    redis = aioredis.from_url(settings.redis_url)
+    dirty = asyncio.Event()
+    dirty.set()  # a new leader always plans once: it cannot know what its predecessor finished
+
+    async def mark_dirty(db, event) -> None:
+        dirty.set()
+
+    jobs_consumer = Consumer(group=devents.JOBS_GROUP, handler=devents.on_order_paid, db=sessions, redis=redis,
+                             prefix=settings.redis_prefix, types=["order.paid"])
+    trigger_consumer = Consumer(group=devents.PLANNER_GROUP, handler=mark_dirty, db=sessions, redis=redis,
+                                prefix=settings.redis_prefix, types=list(devents.PLANNER_TRIGGERS), batch_size=500)
+    lease = planner.Lease(redis, planner.lease_key(settings))
+    tasks = [asyncio.create_task(jobs_consumer.run(stop)), asyncio.create_task(trigger_consumer.run(stop))]
+
+    async def leader_loop(mqtt_client) -> None:
+        last_plan = 0.0
+        was_leader = False
+        while not stop.is_set():
+            leader = await lease.acquire_or_renew()
+            if leader and not was_leader:
+                log.info("planner %s leads region %s", lease.owner, settings.dispatch_region)
+                dirty.set()
+            was_leader = leader
+            if leader:
+                await watch.silent_drivers(sessions=sessions, redis=redis, settings=settings, on_release=dirty.set)
+                due = time.monotonic() - last_plan >= settings.dispatch_replan_interval_s
+                if dirty.is_set() or due:
+                    dirty.clear()
+                    try:
+                        result = await planner.replan(sessions=sessions, redis=redis, settings=settings, lease=lease,
+                                                      reason="trigger" if not due else "interval")
+                        if result is not None:
+                            await planner.publish_tasks(result, redis=redis, settings=settings, mqtt_client=mqtt_client)
+                    except Exception:
+                        log.exception("re-plan failed; will retry")
+                        dirty.set()
+                    last_plan = time.monotonic()
+            try:
+                await asyncio.wait_for(dirty.wait(), timeout=1.0 if leader else 3.0)
+            except TimeoutError:
+                pass
+        await lease.release()
+
+    try:
+        if mqtt:
+            async with coremqtt.service_client(settings, client_id=f"planner-{lease.owner}", persistent=False) as client:
+                await leader_loop(client)
+        else:
+            await leader_loop(None)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await redis.aclose()
+        await engine.dispose()
+
+
+@app.callback(invoke_without_command=True)
+def planner_cmd() -> None:
+    """Run the planner until Ctrl-C (one leader per region; more replicas stand by)."""
+    from core import logging as slog
+    from serena.commands.platform import settings_or_exit
+
+    settings = settings_or_exit()
+    slog.configure(level=settings.log_level, as_json=settings.log_json)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_planner(settings, stop=stop)
+
+    asyncio.run(main())
