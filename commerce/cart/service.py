@@ -1,0 +1,149 @@
+"""Cart use cases: a persistent cart for a signed-in user or a guest (found by its token), merged at sign-in.
+
+A cart stores variant ids and quantities only, never prices: every view and the checkout
+price the lines from the current price list, so a price change can never be sold at the
+old price by accident (checkout also compares with the total the client last saw).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from commerce import money
+from commerce.cart.models import Cart, CartLine
+from commerce.catalog.models import Product, Variant, VariantPrice
+from core.errors import NotFound, ValidationFailed
+
+MAX_LINE_QUANTITY = 99
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+async def create(*, db: AsyncSession, currency: str, user_id: uuid.UUID | None = None) -> Cart:
+    """A new open cart (for a guest when `user_id` is None)."""
+    cart = Cart(id=uuid.uuid4(), token=new_token(), user_id=user_id, currency=money.check_currency(currency))
+    db.add(cart)
+    await db.flush()
+    return cart
+
+
+async def by_token(*, db: AsyncSession, token: str, lock: bool = False) -> Cart:
+    """The open cart with this token, or NotFound."""
+    stmt = select(Cart).where(Cart.token == token, Cart.status == "open")
+    if lock:
+        stmt = stmt.with_for_update()
+    cart = (await db.execute(stmt)).scalar_one_or_none()
+    if cart is None:
+        raise NotFound("cart not found (unknown token, or it became an order)")
+    return cart
+
+
+async def for_user(*, db: AsyncSession, user_id: uuid.UUID, currency: str) -> Cart:
+    """The user's open cart, created on first use."""
+    cart = (await db.execute(select(Cart).where(Cart.user_id == user_id, Cart.status == "open"))).scalar_one_or_none()
+    if cart is not None:
+        return cart
+    # Two first requests at once: the partial unique index lets one insert win; the other reads it.
+    stmt = insert(Cart).values(id=uuid.uuid4(), token=new_token(), user_id=user_id, status="open",
+                               currency=money.check_currency(currency)).on_conflict_do_nothing()
+    await db.execute(stmt)
+    return (await db.execute(select(Cart).where(Cart.user_id == user_id, Cart.status == "open"))).scalar_one()
+
+
+async def resolve(*, db: AsyncSession, user_id: uuid.UUID | None, token: str | None, currency: str,
+                  create_missing: bool = True) -> Cart:
+    """The cart a request means: the signed-in user's, else the guest token's, else a new guest cart."""
+    if user_id is not None:
+        return await for_user(db=db, user_id=user_id, currency=currency)
+    if token:
+        return await by_token(db=db, token=token)
+    if not create_missing:
+        raise NotFound("no cart: send X-Cart-Token")
+    return await create(db=db, currency=currency)
+
+
+async def set_line(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int) -> None:
+    """Set a line's quantity (0 removes it); the variant must be on sale in the cart's currency."""
+    if quantity < 0 or quantity > MAX_LINE_QUANTITY:
+        raise ValidationFailed(f"quantity must be between 0 and {MAX_LINE_QUANTITY}")
+    if quantity == 0:
+        await db.execute(delete(CartLine).where(CartLine.cart_id == cart.id, CartLine.variant_id == variant_id))
+    else:
+        ok = (await db.execute(
+            select(Variant.id).join(Product, Product.id == Variant.product_id)
+            .join(VariantPrice, (VariantPrice.variant_id == Variant.id) & (VariantPrice.currency == cart.currency))
+            .where(Variant.id == variant_id, Variant.active, Product.published))).first()
+        if ok is None:
+            raise NotFound(f"variant {variant_id} is not on sale in {cart.currency}")
+        await db.execute(insert(CartLine).values(cart_id=cart.id, variant_id=variant_id, quantity=quantity)
+                         .on_conflict_do_update(index_elements=["cart_id", "variant_id"], set_={"quantity": quantity}))
+    cart.updated_at = datetime.now(UTC)
+    await db.flush()
+
+
+async def add(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int = 1) -> None:
+    """Add units to a line."""
+    current = (await db.execute(select(CartLine.quantity).where(CartLine.cart_id == cart.id,
+                                                                CartLine.variant_id == variant_id))).scalar() or 0
+    await set_line(db=db, cart=cart, variant_id=variant_id, quantity=min(current + quantity, MAX_LINE_QUANTITY))
+
+
+async def view(*, db: AsyncSession, cart: Cart) -> dict[str, Any]:
+    """The cart priced now: lines with unit price, line amount, availability; the goods total."""
+    rows = (await db.execute(text("""
+        SELECT l.variant_id, l.quantity, v.sku, v.name AS variant_name, p.name, p.slug, vp.amount, vp.includes_tax,
+               v.weight_kg, v.volume_l,
+               coalesce((SELECT sum(s.quantity) FROM stock s WHERE s.variant_id = v.id), 0) AS available
+        FROM cart_lines l
+        JOIN product_variants v ON v.id = l.variant_id
+        JOIN products p ON p.id = v.product_id
+        LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = :cur
+        WHERE l.cart_id = :cart ORDER BY l.variant_id
+    """), {"cart": cart.id, "cur": cart.currency})).mappings().all()
+    lines = []
+    total = Decimal("0")
+    for r in rows:
+        amount = money.round_money(r["amount"] * r["quantity"], cart.currency) if r["amount"] is not None else None
+        total += amount or 0
+        lines.append({"variant_id": r["variant_id"], "sku": r["sku"], "name": r["name"], "variant_name": r["variant_name"],
+                      "slug": r["slug"], "quantity": r["quantity"], "unit_price": r["amount"],
+                      "includes_tax": r["includes_tax"], "line_total": amount, "available": int(r["available"]),
+                      "in_stock": int(r["available"]) >= r["quantity"]})
+    return {"token": cart.token, "currency": cart.currency, "lines": lines, "goods_total": total,
+            "items": sum(ln["quantity"] for ln in lines)}
+
+
+async def merge(*, db: AsyncSession, user_id: uuid.UUID, guest_token: str) -> Cart:
+    """Fold a guest cart into the user's cart at sign-in (quantities add up); the guest cart is closed."""
+    guest = await by_token(db=db, token=guest_token, lock=True)
+    target = await for_user(db=db, user_id=user_id, currency=guest.currency)
+    if guest.id == target.id:
+        return target
+    if guest.user_id is not None and guest.user_id != user_id:
+        raise NotFound("cart not found")
+    await db.execute(text("""
+        INSERT INTO cart_lines (cart_id, variant_id, quantity)
+        SELECT :target, variant_id, quantity FROM cart_lines WHERE cart_id = :guest
+        ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = LEAST(cart_lines.quantity + EXCLUDED.quantity, :maxq)
+    """), {"target": target.id, "guest": guest.id, "maxq": MAX_LINE_QUANTITY})
+    guest.status = "merged"
+    target.updated_at = datetime.now(UTC)
+    await db.flush()
+    return target
+
+
+async def line_count(*, db: AsyncSession, cart: Cart) -> int:
+    return int((await db.execute(select(func.coalesce(func.sum(CartLine.quantity), 0))
+                                 .where(CartLine.cart_id == cart.id))).scalar_one())
+
+

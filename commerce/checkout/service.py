@@ -1,0 +1,321 @@
+"""Checkout: turn a cart into an order with stock reserved, then secure its payment.
+
+`checkout` runs in two transactions with the provider call between them, because a
+network call must not sit inside the transaction that holds stock rows:
+
+1. `place_order` (one transaction): re-price the cart from the current price list,
+   check the address is served (before any payment), pick the nearest depot with the
+   stock, price delivery, VAT, coupon and loyalty points, and reserve stock with
+   conditional updates `quantity = quantity - n WHERE quantity >= n`, taken in variant-id
+   order so concurrent checkouts queue on the row locks instead of deadlocking. 200
+   buyers racing for 10 units get exactly 10 orders: the 11th update finds quantity 0.
+2. Payment: the card's PaymentIntent is created with the order's payment transaction row
+   locked, and its answer recorded (and `order.paid` emitted if it succeeded) in the same
+   transaction. Holding that one row lock over the provider call is deliberate: two
+   retries of one checkout arriving together must not create two intents, and we cannot
+   rely on the provider's idempotency keys alone (localstripe ignores them).
+
+Idempotency: the client's Idempotency-Key is `orders.checkout_key` (UNIQUE). A retry
+with the same key — after a timeout, a double click, concurrently — finds the order and
+resumes it; the same key with a different request is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from commerce import money
+from commerce.cart import service as carts
+from commerce.cart.models import Cart
+from commerce.checkout import delivery, pricing
+from commerce.loyalty import service as loyalty
+from commerce.orders import service as orders
+from commerce.orders.models import DeliveryStatus, Order, OrderLine, OrderStatus, PaymentMethod, PaymentStatus, StockReservation
+from commerce.payments import service as payments
+from commerce.payments.models import PaymentEvent, PaymentTransaction, TxStatus
+from commerce.payments.provider import PaymentDeclined, PaymentProvider
+from commerce.promotions import service as promotions
+from core.errors import Conflict, NotFound, SerenaError, ValidationFailed
+from core.settings import Settings
+
+
+class OutOfStock(Conflict):
+    code = "out_of_stock"
+
+
+class PriceChanged(Conflict):
+    code = "price_changed"
+
+
+class IdempotencyMismatch(Conflict):
+    code = "idempotency_key_reused"
+
+
+class PaymentRefused(SerenaError):
+    status_code = 402
+    code = "payment_declined"
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    checkout_key: str  # the client's Idempotency-Key
+    email: str
+    name: str
+    phone: str
+    address_text: str
+    lat: float
+    lng: float
+    window_start: datetime
+    payment_method: str = PaymentMethod.CARD  # card | cash_on_delivery | bank_transfer
+    payment_method_id: str | None = None  # the provider's token for the card (pm_...), made in the browser
+    cart_token: str | None = None
+    user_id: uuid.UUID | None = None
+    country: str = "FI"
+    region: str = ""
+    coupon: str | None = None
+    points: int = 0
+    expected_total: Decimal | None = None  # what the customer saw; a different total now is refused
+
+    def fingerprint(self) -> str:
+        body = asdict(self)
+        body.pop("checkout_key")
+        return hashlib.sha256(json.dumps(body, default=str, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class CheckoutResult:
+    order: Order
+    created: bool  # False: a retry that found the order of an earlier attempt
+    declined: str | None = None  # the provider's reason when the card was refused
+
+
+async def _priced_lines(db: AsyncSession, cart: Cart) -> list[dict[str, Any]]:
+    rows = (await db.execute(text("""
+        SELECT l.variant_id, l.quantity, v.sku, p.name || CASE WHEN v.name <> '' THEN ' — ' || v.name ELSE '' END AS name,
+               vp.amount, vp.includes_tax, p.tax_class, p.skills, v.weight_kg, v.volume_l, v.active AND p.published AS on_sale
+        FROM cart_lines l
+        JOIN product_variants v ON v.id = l.variant_id
+        JOIN products p ON p.id = v.product_id
+        LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = :cur
+        WHERE l.cart_id = :cart ORDER BY l.variant_id
+    """), {"cart": cart.id, "cur": cart.currency})).mappings().all()
+    for r in rows:
+        if r["amount"] is None or not r["on_sale"]:
+            raise Conflict(f"{r['sku']} is no longer on sale in {cart.currency}; remove it from the cart")
+    return [dict(r) for r in rows]
+
+
+async def tax_rate(*, db: AsyncSession, country: str, region: str, tax_class: str) -> Decimal:
+    """The VAT rate for a destination and tax class (the region's own rate, else the country's)."""
+    row = (await db.execute(text("""
+        SELECT rate FROM tax_rates WHERE country = :c AND tax_class = :k AND region IN (:r, '')
+        ORDER BY region DESC LIMIT 1
+    """), {"c": country.upper(), "k": tax_class, "r": region})).first()
+    if row is None:
+        raise ValidationFailed(f"we cannot sell {tax_class!r} goods to {country.upper()}: no tax rate is configured")
+    return Decimal(row.rate)
+
+
+async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequest, now: datetime) -> Order:
+    """Create the order from the cart in the caller's transaction: priced, zone-checked, stock reserved."""
+    if req.payment_method not in tuple(PaymentMethod):
+        raise ValidationFailed(f"payment method must be one of {', '.join(PaymentMethod)}")
+    if req.payment_method == PaymentMethod.CARD and not req.payment_method_id:
+        raise ValidationFailed("a card payment needs payment_method_id (the token the payment form created)")
+    if req.user_id is not None:
+        cart = await carts.for_user(db=db, user_id=req.user_id, currency=settings.commerce_currency)
+        cart = (await db.execute(select(Cart).where(Cart.id == cart.id).with_for_update())).scalar_one()
+    elif req.cart_token:
+        cart = await carts.by_token(db=db, token=req.cart_token, lock=True)
+    else:
+        raise ValidationFailed("a guest checkout needs the cart token")
+    if cart.user_id is not None and cart.user_id != req.user_id:
+        raise NotFound("cart not found")
+    lines = await _priced_lines(db, cart)
+    if not lines:
+        raise ValidationFailed("the cart is empty")
+    if req.points and req.user_id is None:
+        raise ValidationFailed("loyalty points need a signed-in customer")
+
+    # Serviceability first, so an address we cannot reach is refused before stock or payment.
+    await delivery.zone_for(db=db, lat=req.lat, lng=req.lng)
+    wanted = [(ln["variant_id"], ln["quantity"]) for ln in lines]
+    try:
+        q = await delivery.quote(db=db, settings=settings, lat=req.lat, lng=req.lng, currency=cart.currency, now=now,
+                                 stocked=wanted)
+    except delivery.OutsideDeliveryArea:
+        raise OutOfStock("not enough stock for this cart at any depot serving the address") from None
+    window = next((w for w in q.windows if w.start == req.window_start.astimezone(UTC)), None)
+    if window is None:
+        raise ValidationFailed("that delivery window is closed or does not exist; choose one of the open windows")
+
+    customer_key = str(req.user_id) if req.user_id else req.email.strip().lower()
+    rates = {}
+    priced = []
+    for ln in lines:
+        rate = rates.get(ln["tax_class"]) or await tax_rate(db=db, country=req.country, region=req.region,
+                                                            tax_class=ln["tax_class"])
+        rates[ln["tax_class"]] = rate
+        priced.append(pricing.LineIn(ln["variant_id"], ln["quantity"], Decimal(ln["amount"]), ln["includes_tax"], rate))
+    goods = sum((money.round_money(p.unit_price * p.quantity, cart.currency) for p in priced), Decimal("0"))
+
+    applied = None
+    coupon_discount = Decimal("0")
+    free_delivery = False
+    if req.coupon:
+        applied = await promotions.evaluate(db=db, code=req.coupon, currency=cart.currency, goods_total=goods, now=now,
+                                            customer_key=customer_key)
+        coupon_discount, free_delivery = applied.discount, applied.free_delivery
+    if req.user_id is not None:
+        tier = await loyalty.status(db=db, settings=settings, user_id=req.user_id, now=now)
+        free_delivery = free_delivery or "free_delivery" in tier["benefits"]
+    points_discount = Decimal("0")
+    if req.points:
+        eur = loyalty.points_value(settings, req.points)
+        points_discount = delivery.convert_fee(settings, eur, "EUR", cart.currency)
+        if points_discount > goods - coupon_discount:
+            raise ValidationFailed("those points are worth more than the goods; redeem fewer")
+    fee = Decimal("0") if free_delivery else q.fee
+    totals = pricing.compute(currency=cart.currency, lines=priced, coupon_discount=coupon_discount,
+                             points_discount=points_discount, delivery_fee=fee,
+                             delivery_tax_rate=await tax_rate(db=db, country=req.country, region=req.region,
+                                                              tax_class="standard"))
+    if req.expected_total is not None and money.round_money(req.expected_total, cart.currency) != totals.total:
+        raise PriceChanged(f"prices changed: the total is now {totals.total} {cart.currency}")
+    if req.payment_method == PaymentMethod.CARD and totals.total <= 0:
+        raise ValidationFailed("nothing to pay by card; choose another payment method")
+
+    by_variant = {ln["variant_id"]: ln for ln in lines}
+    skills = sorted({s for ln in lines for s in (ln["skills"] or [])})
+    weight = sum((Decimal(ln["weight_kg"]) * ln["quantity"] for ln in lines), Decimal("0"))
+    volume = sum((Decimal(ln["volume_l"]) * ln["quantity"] for ln in lines), Decimal("0"))
+    has_ambient = any("cold" not in (ln["skills"] or []) for ln in lines)
+    order = Order(
+        id=uuid.uuid4(), user_id=req.user_id, email=req.email.strip(), contact_name=req.name.strip(), phone=req.phone.strip(),
+        status=OrderStatus.PLACED, payment_status=PaymentStatus.PENDING, delivery_status=DeliveryStatus.NOT_READY,
+        payment_method=req.payment_method, currency=cart.currency, prices_include_tax=totals.prices_include_tax,
+        subtotal=totals.subtotal, discount_total=totals.discount_total, delivery_fee=totals.delivery_fee,
+        tax_total=totals.tax_total, total=totals.total, points_redeemed=req.points,
+        promotion_id=applied.promotion.id if applied else None, coupon_code=applied.promotion.code if applied else None,
+        campaign_id=applied.promotion.campaign_id if applied else "", address_text=req.address_text.strip(),
+        country=req.country.upper(), region=req.region, location=f"SRID=4326;POINT({req.lng} {req.lat})",
+        zone_id=q.zone.id, depot_id=q.depot.id, distance_m=q.distance_m, distance_source=q.distance_source,
+        window_start=window.start, window_end=window.end, weight_kg=weight, volume_l=volume,
+        parcels=orders.parcels_for(volume, skills, has_ambient), skills=skills,
+        # Chilled goods go first: their cold chain has the tightest time budget.
+        priority=1 if "cold" in skills else 0,
+        checkout_key=req.checkout_key, request_hash=req.fingerprint(), cart_id=cart.id,
+        tracking_token=secrets.token_urlsafe(18),
+    )
+    db.add(order)
+    await db.flush()
+    for out in totals.lines:
+        ln = by_variant[out.variant_id]
+        db.add(OrderLine(order_id=order.id, variant_id=out.variant_id, sku=ln["sku"], name=ln["name"], quantity=out.quantity,
+                         unit_price=out.unit_price, prices_include_tax=out.includes_tax, tax_rate=out.tax_rate,
+                         discount=out.discount, net=out.net, tax=out.tax, gross=out.gross,
+                         weight_kg=Decimal(ln["weight_kg"]), volume_l=Decimal(ln["volume_l"])))
+    for variant_id, qty in sorted(wanted):
+        took = (await db.execute(text("""
+            UPDATE stock SET quantity = quantity - :q
+            WHERE variant_id = :v AND depot_id = :d AND quantity >= :q RETURNING quantity
+        """), {"q": qty, "v": variant_id, "d": q.depot.id})).first()
+        if took is None:
+            raise OutOfStock(f"{by_variant[variant_id]['sku']} just sold out")
+        db.add(StockReservation(order_id=order.id, variant_id=variant_id, depot_id=q.depot.id, quantity=qty))
+    if applied:
+        await promotions.redeem(db=db, applied=applied, order_id=order.id, customer_key=customer_key)
+    if req.points and req.user_id is not None:
+        await loyalty.redeem(db=db, user_id=req.user_id, order_id=order.id, points=req.points)
+    cart.status = "ordered"
+    provider = {PaymentMethod.CARD: "stripe", PaymentMethod.CASH_ON_DELIVERY: "cash",
+                PaymentMethod.BANK_TRANSFER: "bank_transfer"}[PaymentMethod(req.payment_method)]
+    tx = PaymentTransaction(id=uuid.uuid4(), order_id=order.id, provider=provider, method=req.payment_method,
+                            currency=order.currency, amount=order.total,
+                            status=TxStatus.CREATED if provider == "stripe" else TxStatus.PENDING_OFFLINE,
+                            idempotency_key=f"checkout:{req.checkout_key}")
+    db.add(tx)
+    await db.flush()
+    await orders.add_event(db, order.id, "placed", f"Order {order.number} placed", total=str(order.total),
+                           currency=order.currency, payment=req.payment_method)
+    if req.payment_method == PaymentMethod.CASH_ON_DELIVERY:
+        # Nothing to wait for: the driver collects, so the order goes to dispatch now (payload says how much).
+        await orders.hand_to_dispatch(db=db, order=order, now=now)
+    return order
+
+
+async def _find(db: AsyncSession, key: str) -> Order | None:
+    return (await db.execute(select(Order).where(Order.checkout_key == key))).scalar_one_or_none()
+
+
+async def checkout(*, sessions: async_sessionmaker[AsyncSession], settings: Settings, provider: PaymentProvider,
+                   req: CheckoutRequest, now: datetime | None = None) -> CheckoutResult:
+    """Place the order (or find the one this key already placed) and take the card payment."""
+    now = now or datetime.now(UTC)
+    if not req.checkout_key or len(req.checkout_key) > 128:
+        raise ValidationFailed("send an Idempotency-Key header of 1..128 characters")
+    created = False
+    async with sessions() as db, db.begin():
+        order = await _find(db, req.checkout_key)
+        if order is None:
+            try:
+                async with db.begin_nested():
+                    order = await place_order(db=db, settings=settings, req=req, now=now)
+                created = True
+            except IntegrityError as exc:
+                if "checkout_key" not in str(exc.orig):
+                    raise
+                order = None  # a concurrent request with the same key won; read its order below
+    if order is None:
+        async with sessions() as db:
+            order = await _find(db, req.checkout_key)
+        if order is None:
+            raise Conflict("a checkout with this key is in progress; retry")
+    if order.request_hash != req.fingerprint():
+        raise IdempotencyMismatch("this Idempotency-Key was used for a different checkout")
+    declined = None
+    if order.payment_method == PaymentMethod.CARD:
+        declined = await _pay_by_card(sessions=sessions, provider=provider, order_id=order.id, req=req, now=now)
+    async with sessions() as db:
+        order = await orders.get(db=db, order_id=order.id)
+    return CheckoutResult(order=order, created=created, declined=declined)
+
+
+async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, order_id: uuid.UUID,
+                       req: CheckoutRequest, now: datetime) -> str | None:
+    async with sessions() as db, db.begin():
+        tx = (await db.execute(select(PaymentTransaction).where(PaymentTransaction.order_id == order_id,
+                                                                PaymentTransaction.provider == provider.name)
+                               .order_by(PaymentTransaction.created_at).limit(1).with_for_update())).scalar_one()
+        if tx.status == TxStatus.FAILED:
+            return tx.last_error or "payment failed"
+        if tx.provider_ref is None and tx.status == TxStatus.CREATED:
+            try:
+                intent = await provider.create_intent(
+                    amount_minor=money.to_minor(tx.amount, tx.currency), currency=tx.currency,
+                    payment_method=req.payment_method_id or "", idempotency_key=tx.idempotency_key,
+                    metadata={"order_id": str(order_id), "transaction_id": str(tx.id)})
+            except PaymentDeclined as exc:
+                tx.status = TxStatus.FAILED
+                tx.last_error = str(exc)
+                db.add(PaymentEvent(transaction_id=tx.id, provider_ref=exc.ref or f"declined:{tx.id}", type="declined",
+                                    amount=tx.amount, data={"code": exc.code, "message": str(exc)}))
+                order = await orders.get(db=db, order_id=order_id, lock=True)
+                await orders.payment_failed(db=db, order=order, reason=str(exc))
+                return str(exc)
+            await payments.apply_intent(db=db, tx=tx, intent=intent, source="checkout", now=now)
+        elif tx.provider_ref is not None and tx.status not in (TxStatus.SUCCEEDED, TxStatus.CANCELED):
+            intent = await provider.retrieve_intent(ref=tx.provider_ref)
+            await payments.apply_intent(db=db, tx=tx, intent=intent, source="checkout-retry", now=now)
+        return tx.last_error or None if tx.status == TxStatus.FAILED else None
