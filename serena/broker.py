@@ -156,6 +156,8 @@ def render_config(settings: Settings, *, overrides: Mapping[str, str] | None = N
     if ep.tls:
         raise BrokerError("serena.broker renders a plain loopback listener; put TLS in front (docs/broker.md)")
     files = BrokerFiles.of(settings)
+    if any(c.isspace() for c in str(files.dir)):
+        raise BrokerError(f"SERENA_MOSQUITTO_DIR must not contain whitespace (mosquitto.conf has no quoting): {files.dir}")
     limits = {**DEFAULT_LIMITS, **(overrides or {})}
     # As root, Mosquitto drops privileges to the user named here; we name the owner of our
     # files (the invoking user) so it can read the ACL and write its persistence file.
@@ -253,10 +255,9 @@ def write_broker_files(
     files = BrokerFiles.of(settings)
     files.dir.mkdir(parents=True, exist_ok=True)
     files.persistence.mkdir(exist_ok=True)
-    drivers = sorted(drivers)
-    _write_atomic(files.passwords, render_passwords(settings, drivers))
-    _write_atomic(files.acl, render_acl(settings, [d for d, _ in drivers]))
-    _write_atomic(files.conf, render_config(settings, overrides=overrides), mode=0o644)
+    conf = render_config(settings, overrides=overrides)  # first: it validates the paths
+    apply_credentials(settings, drivers, reload=False)
+    _write_atomic(files.conf, conf, mode=0o644)
     return files
 
 
@@ -290,12 +291,20 @@ async def sync_broker_credentials(*, pool_or_session, settings: Settings) -> Syn
     is running (the files are then simply ready for the next start).
     """
     drivers = await load_driver_credentials(pool_or_session)
+    return apply_credentials(settings, drivers)
+
+
+def apply_credentials(settings: Settings, drivers: Iterable[tuple[int, str]], *, reload: bool = True) -> SyncResult:
+    """Write password file and ACL for `drivers` under the sync lock, then SIGHUP our broker (if `reload`)."""
+    drivers = list(drivers)
     files = BrokerFiles.of(settings)
     files.dir.mkdir(parents=True, exist_ok=True)
+    # The lock is held while the broker is signalled too, so a reload never sees a file
+    # from one writer and the other file from another.
     with open(files.dir / ".sync.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         write_credentials(settings, drivers)
-        reloaded = reload_broker(settings)
+        reloaded = reload_broker(settings) if reload else False
     return SyncResult(drivers=len(drivers), reloaded=reloaded)
 
 

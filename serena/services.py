@@ -419,11 +419,16 @@ def load_driver_credentials_sync(settings: Settings) -> list[tuple[int, str]]:
         conn.close()
 
 
-def write_broker_config(settings: Settings, *, echo: Echo = print) -> broker.BrokerFiles:
-    """Render our broker's config, password file and ACL (drivers from the database when reachable)."""
+def write_broker_config(settings: Settings, *, reload: bool = False, echo: Echo = print) -> broker.BrokerFiles:
+    """Render our broker's config, password file and ACL (drivers from the database when reachable).
+
+    With `reload`, a running broker of ours is sent SIGHUP afterwards (the CLI's way of
+    doing what sync_broker_credentials does, e.g. after seeding drivers from a script).
+    """
     drivers = load_driver_credentials_sync(settings)
     files = broker.write_broker_files(settings, drivers)
-    echo(f"broker config: {files.conf} ({len(drivers)} drivers)")
+    reloaded = broker.reload_broker(settings) if reload else False
+    echo(f"broker config: {files.conf} ({len(drivers)} drivers){'; broker reloaded' if reloaded else ''}")
     return files
 
 
@@ -442,8 +447,8 @@ def ensure_mosquitto(settings: Settings, *, install: bool, echo: Echo) -> Servic
             return st
         apt_install(["mosquitto", "mosquitto-clients"], echo)
     if broker.broker_pid(settings) is not None:
-        write_broker_config(settings, echo=echo)
-        broker.reload_broker(settings)  # SIGHUP: credentials, ACL and most options re-read
+        # SIGHUP: credentials and ACL re-read (a changed listener needs `down` + `up`).
+        write_broker_config(settings, reload=True, echo=echo)
         return check_mosquitto(settings)
     if broker.port_open(ep.host, ep.port):
         st = check_mosquitto(settings)  # somebody else's broker on our port: use it, never touch it

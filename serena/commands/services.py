@@ -63,9 +63,10 @@ def down() -> None:
 @app.command("broker-config")
 def broker_config(
     out: Path = typer.Option(None, "--out", help="directory for mosquitto.conf, passwd and acl (default SERENA_MOSQUITTO_DIR)"),
+    reload: bool = typer.Option(True, "--reload/--no-reload", help="SIGHUP our running broker afterwards"),
 ) -> None:
-    """Render our Mosquitto config, password file and ACL from the drivers table (for docker compose)."""
+    """Render our Mosquitto config, password file and ACL from the drivers table (and reload our broker)."""
     from serena import services
 
     settings = _settings(**({"mosquitto_dir": out} if out else {}))
-    services.write_broker_config(settings, echo=typer.echo)
+    services.write_broker_config(settings, reload=reload, echo=typer.echo)
