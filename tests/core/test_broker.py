@@ -383,3 +383,19 @@ def test_topic_helpers_round_trip_and_refuse_what_is_not_a_driver_topic():
     ep = mqtt.parse_mqtt_url("mqtt://127.0.0.1:1884")
     assert (ep.host, ep.port, ep.tls) == ("127.0.0.1", 1884, False)
     assert mqtt.parse_mqtt_url("mqtts://broker.example").port == 8883
+
+
+async def test_service_client_session_keeps_qos1_messages_while_the_process_is_away(start_broker):
+    s = start_broker([(A, broker.hash_mqtt_password(PW_A))])
+    topic = mqtt.driver_topic(A, "status", root=s.mqtt_topic_root)
+    async with mqtt.service_client(s, client_id="planner-0") as client:
+        await client.subscribe(topic, qos=1)
+    _bulk_publish(s, topic, 3)  # while planner-0 is away
+    async with mqtt.service_client(s, client_id="planner-0") as client:  # no re-subscribe
+        got = []
+        async with asyncio.timeout(WAIT_S):
+            async for message in client.messages:
+                got.append(message.payload)
+                if len(got) == 3:
+                    break
+    assert got == [b"0", b"1", b"2"]
