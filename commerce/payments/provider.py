@@ -95,17 +95,7 @@ class StripeProvider:
 
     @staticmethod
     def _intent(pi: Any) -> Intent:
-        err = ""
-        if getattr(pi, "last_payment_error", None):
-            err = pi.last_payment_error.get("message", "") if isinstance(pi.last_payment_error, dict) else str(
-                pi.last_payment_error.message)
-        status = pi.status
-        if status == "requires_payment_method" and err:
-            status = "failed"  # Stripe's way of saying the last attempt failed
-        return Intent(ref=pi.id, status=status, amount_minor=int(pi.amount), currency=pi.currency.upper(),
-                      client_secret=pi.client_secret, amount_received_minor=int(getattr(pi, "amount_received", 0) or
-                                                                                (pi.amount if status == "succeeded" else 0)),
-                      error=err, metadata=dict(pi.metadata or {}))
+        return intent_from_object(pi.to_dict())
 
     async def create_intent(self, *, amount_minor: int, currency: str, payment_method: str, idempotency_key: str,
                             metadata: dict[str, str]) -> Intent:
