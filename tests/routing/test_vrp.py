@@ -286,3 +286,18 @@ def test_checker_catches_a_skipped_break():
     assert vrp.check(problem, good) == []
     skipped = dataclasses.replace(good, routes=[dataclasses.replace(good.routes[0], breaks=[])])
     assert any("not taken" in m for m in vrp.check(problem, skipped))
+
+
+def test_a_limit_too_short_to_search_says_so_instead_of_overrunning():
+    problem = random_problem(n_jobs=30, n_vehicles=4, seed=13)
+    solution = vrp.solve(problem, time_limit_s=1e-4)
+    assert vrp.check(problem, solution) == []
+    assert solution.routes == []
+    assert {u.reason for u in solution.unassigned} == {"time limit of 0.0001 s too short to search"}
+
+
+def test_short_limits_fall_back_to_the_greedy_construction_and_stay_feasible():
+    problem = random_problem(n_jobs=40, n_vehicles=8, seed=14)
+    solution = vrp.solve(problem, time_limit_s=0.03)
+    assert vrp.check(problem, solution) == []
+    assert solution.engine.startswith("greedy") or solution.engine == "pyvrp"

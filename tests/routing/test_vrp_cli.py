@@ -116,3 +116,13 @@ def test_numpy_is_not_needed_to_parse_the_output(app):
     out = json.loads(run(app, C101, "--time-limit", "0.2", "--json").stdout)
     assert all(type(c) is int for r in out["routes"] for c in r)
     assert not isinstance(out["distance"], np.floating)
+
+
+def test_the_command_is_mounted_under_serena_route():
+    from serena import cli
+
+    if not any(g.name == "route" for g in cli.app.registered_groups):
+        pytest.skip("serena/commands/route.py not present")
+    result = CliRunner().invoke(cli.app, ["route", "solve", str(C101), "--time-limit", "0.3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["instance"] == "C101"
