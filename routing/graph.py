@@ -109,14 +109,15 @@ class Graph:
         Classes not named keep factor 1. Factors apply to free-flow speeds, not to
         the current weights, so successive calls do not compound.
         """
-        scale = np.ones(len(speeds.ROAD_CLASSES), np.float32)
+        scale = np.ones(len(speeds.ROAD_CLASSES), np.float64)
         for name, factor in factors.items():
             if name not in speeds.CLASS_INDEX:
                 raise GraphError(f"unknown road class {name!r}; known: {', '.join(speeds.ROAD_CLASSES)}")
             if not factor > 0:
                 raise GraphError(f"speed factor for {name} must be > 0, got {factor}")
             scale[speeds.CLASS_INDEX[name]] = factor
-        time_s = _travel_time_s(self.length_m, self.free_speed_kph * scale[self.road_class])
+        kph = (self.free_speed_kph.astype(np.float64) * scale[self.road_class]).astype(np.float32)
+        time_s = _travel_time_s(self.length_m, kph)
         return self._reweighted(time_s)
 
     def update_weights(self, edge_ids, time_s) -> "Graph":

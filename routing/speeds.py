@@ -70,6 +70,9 @@ class SpeedProfile:
     zone_kph: dict[str, float] = field(default_factory=lambda: dict(_ZONES_EU))
     # A tagged limit is an upper bound, not what traffic does; 1.0 keeps it as is.
     tagged_factor: float = 1.0
+    # Multipliers per road class on every speed of that class, tagged or not (traffic);
+    # `Graph.with_speed_factors` applies the same thing to a built graph.
+    class_factors: dict[str, float] = field(default_factory=dict)
 
     def class_speeds(self) -> np.ndarray:
         """Default speed per ROAD_CLASSES index, km/h (float32)."""
@@ -78,6 +81,7 @@ class SpeedProfile:
     def fingerprint(self) -> str:
         """Stable text that changes whenever the profile would change a built graph (cache key)."""
         items = sorted(self.class_kph.items()) + sorted(self.zone_kph.items())
+        items += [(f"x{k}", v) for k, v in sorted(self.class_factors.items())]
         return f"{self.name}|{self.tagged_factor}|" + ",".join(f"{k}={v}" for k, v in items)
 
 
@@ -161,4 +165,9 @@ def segment_speeds_kph(highway_class: np.ndarray, maxspeed: list, prof: SpeedPro
             s = cache[v] = parse_maxspeed(v, prof)
         tagged[i] = s
     out = np.where(np.isnan(tagged), defaults, tagged * prof.tagged_factor)
+    if prof.class_factors:
+        scale = np.ones(len(ROAD_CLASSES))
+        for name, factor in prof.class_factors.items():
+            scale[CLASS_INDEX[name]] = factor
+        out = out * scale[highway_class]
     return out.astype(np.float32)
