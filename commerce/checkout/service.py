@@ -255,6 +255,10 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
     return order
 
 
+def _key_lock(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"checkout:{key}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
 async def _find(db: AsyncSession, key: str) -> Order | None:
     return (await db.execute(select(Order).where(Order.checkout_key == key))).scalar_one_or_none()
 
@@ -267,6 +271,9 @@ async def checkout(*, sessions: async_sessionmaker[AsyncSession], settings: Sett
         raise ValidationFailed("send an Idempotency-Key header of 1..128 characters")
     created = False
     async with sessions() as db, db.begin():
+        # Same-key requests queue here until the first one commits, then find its order
+        # (without this they would queue on the cart's row lock and find the cart already ordered).
+        await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key_lock(req.checkout_key)})
         order = await _find(db, req.checkout_key)
         if order is None:
             try:
