@@ -223,12 +223,55 @@ def _pg_clusters() -> list[tuple[str, str, int, str]]:
     return rows
 
 
+def _auth_refused(detail: str) -> bool:
+    """The server answered but refused the login (a fresh Debian cluster wants a password on TCP)."""
+    d = detail.lower()
+    return any(s in d for s in ("password", "authentication failed", "no pg_hba.conf entry"))
+
+
+def _pg_answers(settings: Settings) -> bool:
+    st = check_postgres(settings)
+    return bool(st.version) or _auth_refused(st.detail)
+
+
+def _fix_local_auth(settings: Settings, st: ServiceStatus, *, install: bool, echo: Echo) -> ServiceStatus:
+    """Let the URL's password-less user in over loopback TCP (trust), on a local Debian cluster, as root.
+
+    The default URL (postgresql://postgres@127.0.0.1:5432/serena) carries no password, which
+    a freshly installed Debian cluster refuses (scram-sha-256 on 127.0.0.1). We add two
+    `trust` lines for that user on 127.0.0.1/::1 only, at the top of pg_hba.conf, and reload.
+    Anything else (a password in the URL, not root, not Debian) gets instructions instead.
+    """
+    parts = urlsplit(settings.asyncpg_dsn)
+    user, port = parts.username or "postgres", parts.port or 5432
+    clusters = [c for c in _pg_clusters() if c[2] == port]
+    hba = Path(f"/etc/postgresql/{clusters[0][0]}/{clusters[0][1]}/pg_hba.conf") if clusters else None
+    lines = [f"host all {user} 127.0.0.1/32 trust", f"host all {user} ::1/128 trust"]
+    if parts.password or os.geteuid() != 0 or hba is None or not hba.exists():
+        st.fix = [
+            f"put the password in SERENA_DATABASE_URL, or add to the top of pg_hba.conf: {lines[0]}  /  {lines[1]}",
+            DOCKER_HINT,
+        ]
+        return st
+    version, name = clusters[0][0], clusters[0][1]
+    echo(f"PostgreSQL refused {user} without a password; adding loopback trust for {user} to {hba}")
+    text = hba.read_text()
+    hba.write_text("# added by `serena services up`: the SERENA_DATABASE_URL user, loopback only\n"
+                   + "\n".join(lines) + "\n" + text)
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, name, "reload"], capture_output=True)
+    _wait_until(lambda: bool(check_postgres(settings).version), START_TIMEOUT_S)
+    st = check_postgres(settings)
+    return _finish_postgres(settings, st, install=install, echo=echo) if st.version else st
+
+
 def ensure_postgres(settings: Settings, *, install: bool, echo: Echo) -> ServiceStatus:
     """Server up (start the local cluster, installing it if needed), PostGIS available, database created."""
     parts = urlsplit(settings.asyncpg_dsn)
     host, port = parts.hostname, parts.port or 5432
     st = check_postgres(settings)
     local = is_loopback(host)
+    if not st.version and _auth_refused(st.detail):  # answers, but not to us
+        return _fix_local_auth(settings, st, install=install, echo=echo) if local else st
     if not st.version:  # server not answering
         if not local:
             st.fix = [DOCKER_HINT, f"# or make the PostgreSQL at {host}:{port} reachable"]
@@ -258,11 +301,20 @@ def ensure_postgres(settings: Settings, *, install: bool, echo: Echo) -> Service
             st.fix = ["sudo " + " ".join(cmd), DOCKER_HINT]
             return st
         (_run_dir(settings) / "postgresql.cluster").write_text(f"{version} {name}\n")
-        if not _wait_until(lambda: bool(check_postgres(settings).version), START_TIMEOUT_S):
+        if not _wait_until(lambda: _pg_answers(settings), START_TIMEOUT_S):
             st.detail = f"started {version}/{name} but it does not answer at {host}:{port}"
             return st
         st = check_postgres(settings)
+        if not st.version and _auth_refused(st.detail):
+            return _fix_local_auth(settings, st, install=install, echo=echo)
 
+    return _finish_postgres(settings, st, install=install, echo=echo)
+
+
+def _finish_postgres(settings: Settings, st: ServiceStatus, *, install: bool, echo: Echo) -> ServiceStatus:
+    """On an answering server: PostGIS available (apt-installed if local), the configured database created."""
+    host = urlsplit(settings.asyncpg_dsn).hostname
+    local = is_loopback(host)
     if "PostGIS NOT available" in st.detail:
         major = _pg_major(settings)
         pkg = f"postgresql-{major}-postgis-3"
