@@ -102,15 +102,20 @@ class PlanResult:
 
 
 async def live_positions(redis: aioredis.Redis, settings: Settings, driver_ids: list[int]) -> dict[int, tuple[float, float, float]]:
-    """Latest (lat, lng, ts) per driver from tracking's live state in Redis, where present."""
+    """Latest (lat, lng, ts unix s) per driver from tracking's live state in Redis, where present."""
     try:
-        from tracking import live  # the tracking room owns the key layout
+        from tracking.live import LiveState  # the tracking room owns the key layout
     except ImportError:
         return {}
-    getter = getattr(live, "latest_positions", None)
-    if getter is None:
-        return {}
-    return await getter(redis, settings, driver_ids)
+    out: dict[int, tuple[float, float, float]] = {}
+    for driver_id, row in (await LiveState(redis, settings.redis_prefix).get(driver_ids)).items():
+        try:
+            ts = row["ts"]
+            ts = datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else float(ts)
+            out[driver_id] = (float(row["lat"]), float(row["lng"]), ts)
+        except (KeyError, TypeError, ValueError):
+            continue  # a live row without a usable position is the same as none
+    return out
 
 
 async def snapshot(db: AsyncSession, redis: aioredis.Redis, settings: Settings) -> Snapshot:

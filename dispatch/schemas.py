@@ -99,7 +99,7 @@ class ScanIn(Strict):
     code: Annotated[str, Field(min_length=4, max_length=64)]
     lat: Lat
     lng: Lng
-    accuracy_m: Annotated[float, Field(ge=0, le=5000, allow_inf_nan=False)] = 10
+    accuracy_m: Annotated[float, Field(ge=0, le=5000, allow_inf_nan=False)] = 10.0
     override_reason: Annotated[str, Field(max_length=500)] = ""
 
 

@@ -242,10 +242,14 @@ def custody_hash(prev_hash: str, record: dict) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _f(x: float | None) -> float | None:
+    return None if x is None else float(x)  # 10 and 10.0 must hash alike (JSON would print them differently)
+
+
 def _custody_fields(r: CustodyRecord) -> dict:
     return {
         "job_id": str(r.job_id), "driver_id": r.driver_id, "kind": r.kind, "code": r.code,
-        "lat": r.lat, "lng": r.lng, "accuracy_m": r.accuracy_m, "inside_geofence": r.inside_geofence,
+        "lat": _f(r.lat), "lng": _f(r.lng), "accuracy_m": _f(r.accuracy_m), "inside_geofence": r.inside_geofence,
         "override_reason": r.override_reason, "proof_kind": r.proof_kind, "proof_sha256": r.proof_sha256,
         "proof_key": r.proof_key, "at": r.at.astimezone(UTC).isoformat(timespec="microseconds"),
     }

@@ -1,0 +1,183 @@
+"""The chain: order.paid → job → plan → task list → pickup scan → arrival → delivery scan + proof → delivery.completed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from core import events
+from core.consumer import Consumer
+from dispatch import events as devents
+from dispatch import planner, service
+from dispatch.travel import StraightLine
+from tests.dispatch.conftest import DEPOT, delivery_body
+
+
+def order_paid_payload(lat: float, lng: float, depot_id: int) -> dict:
+    now = datetime.now(UTC)
+    return {"order_id": str(uuid.uuid4()), "order_number": "SO-1001", "depot_id": depot_id,
+            "dropoff": {"lat": lat, "lng": lng, "address": "Aleksanterinkatu 52, Helsinki"},
+            "recipient_name": "Aino", "recipient_phone": "+358401234567",
+            "window_start": now.isoformat(), "window_end": (now + timedelta(hours=3)).isoformat(),
+            "weight_kg": 2.5, "volume_l": 8, "parcels": 1, "skills": [], "priority": 0}
+
+
+async def _consume_order_paid(app, redis, settings, payload, *, event_id=None):
+    async with app.state.sessions() as db, db.begin():
+        await events.emit(db, type="order.paid", payload=payload, aggregate="order", aggregate_id=payload["order_id"],
+                          event_id=event_id)
+    from core.relay import Relay
+
+    relay = Relay(pool=app.state.pg_pool, redis=redis, prefix=settings.redis_prefix)
+    await relay.drain()
+    consumer = Consumer(group=devents.JOBS_GROUP, handler=devents.on_order_paid, db=app.state.sessions, redis=redis,
+                        prefix=settings.redis_prefix, types=["order.paid"])
+    await consumer.run_until_idle()
+    return consumer
+
+
+async def test_order_paid_becomes_one_job_even_when_delivered_twice(app, redis, settings, depot, pool):
+    payload = order_paid_payload(60.171, 24.941, depot["id"])
+    event_id = uuid.uuid4()
+    await _consume_order_paid(app, redis, settings, payload, event_id=event_id)
+    # The same event again in the stream (a relay re-send after a crash): no second effect.
+    await redis.xadd(events.stream_key(settings.redis_prefix), {
+        "event_id": str(event_id), "type": "order.paid", "aggregate": "order", "aggregate_id": payload["order_id"],
+        "payload": json.dumps(payload), "created_at": ""})
+    consumer = Consumer(group=devents.JOBS_GROUP, handler=devents.on_order_paid, db=app.state.sessions, redis=redis,
+                        prefix=settings.redis_prefix, types=["order.paid"])
+    await consumer.run_until_idle()
+    n = await pool.fetchval("SELECT count(*) FROM delivery_jobs WHERE idempotency_key=$1", f"order:{payload['order_id']}")
+    assert n == 1
+
+
+async def _relay(app, redis, settings):
+    from core.relay import Relay
+
+    await Relay(pool=app.state.pg_pool, redis=redis, prefix=settings.redis_prefix).drain()
+
+
+@pytest.fixture
+def plan_settings(settings):
+    return settings.model_copy(update={"dispatch_graph": "", "dispatch_region": f"r{uuid.uuid4().hex[:6]}",
+                                       "dispatch_time_limit_s": 0.5})
+
+
+async def test_paid_order_is_planned_picked_up_delivered_with_proof_and_completed(
+        app, client, redis, settings, plan_settings, depot, make_driver, pool, dispatcher):
+    driver = await make_driver(at=DEPOT)
+    payload = order_paid_payload(60.1745, 24.9500, depot["id"])
+    await _consume_order_paid(app, redis, settings, payload)
+    job_id = await pool.fetchval("SELECT id FROM delivery_jobs WHERE idempotency_key=$1", f"order:{payload['order_id']}")
+    # Other tests' drivers are on duty in this database too: pin the job to ours.
+    r = await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=dispatcher.headers,
+                          json={"driver_id": driver.driver_id, "reason": "test driver"})
+    assert r.status_code == 200, r.text
+
+    lease = planner.Lease(redis, planner.lease_key(plan_settings))
+    assert await lease.acquire_or_renew()
+    result = await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease,
+                                  reason="test", model=StraightLine())
+    assert result is not None and str(job_id) not in result.unassigned
+    await planner.publish_tasks(result, redis=redis, settings=plan_settings)
+
+    # The driver's task list: pickup at the depot first, then the drop-off.
+    tasks = (await client.get("/v1/driver/tasks", headers=driver.headers)).json()
+    mine = [s for s in tasks["stops"] if s["job_id"] == str(job_id)]
+    assert [s["kind"] for s in mine] == ["pickup", "delivery"]
+    assert (await client.post("/v1/driver/tasks/ack", headers=driver.headers, json={"version": tasks["version"]})).status_code == 204
+    code = mine[0]["package_code"]
+
+    # Another driver cannot pick it up; ours can.
+    other = await make_driver(at=DEPOT)
+    r = await client.post("/v1/driver/scans", headers=other.headers, json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})
+    assert r.status_code == 403 and "not on your task list" in r.json()["detail"]
+    r = await client.post("/v1/driver/scans", headers=driver.headers, json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})
+    assert r.status_code == 200 and r.json()["state"] == "picked_up"
+
+    # A delivery scan far from the door is refused without a reason…
+    r = await client.post("/v1/driver/scans", headers=driver.headers,
+                          json={"kind": "delivery", "code": code, "lat": 60.1800, "lng": 24.9500, "accuracy_m": 10})
+    assert r.status_code == 403 and "from the drop-off" in r.json()["detail"]
+    # …and accepted at the door.
+    r = await client.post("/v1/driver/scans", headers=driver.headers,
+                          json={"kind": "delivery", "code": code, "lat": 60.17452, "lng": 24.95005, "accuracy_m": 8})
+    assert r.status_code == 200 and r.json()["inside_geofence"] is True and r.json()["state"] == "arriving"
+
+    # Proof: the customer's one-time code.
+    otp = service.delivery_otp(settings.jwt_secret, job_id)
+    r = await client.post(f"/v1/driver/deliveries/{job_id}/proof", headers=driver.headers, json={"kind": "otp", "otp": otp})
+    assert r.status_code == 200 and r.json()["state"] == "delivered"
+
+    states = [h["to_state"] for h in (await client.get(f"/v1/deliveries/{job_id}/history", headers=dispatcher.headers)).json()]
+    assert states == ["created", "planned", "assigned", "picked_up", "arriving", "delivered"]
+    types = [r["type"] for r in await pool.fetch("SELECT type FROM outbox WHERE aggregate_id=$1 ORDER BY id", str(job_id))]
+    assert types[-1] == "delivery.completed" and types.count("delivery.completed") == 1
+    async with app.state.sessions() as db:
+        ok, bad = await service.verify_custody(db=db, job_id=job_id)
+    assert ok and bad is None
+    # The refused scan is visible to dispatchers, ranked.
+    exc = (await client.get("/v1/fleet/exceptions", headers=dispatcher.headers)).json()
+    assert any(e["kind"] == "scan_refused" and e["driver_id"] == other.driver_id for e in exc)
+
+
+async def test_custody_records_cannot_be_altered(app, pool, client, redis, settings, plan_settings, depot, make_driver):
+    import asyncpg
+
+    driver = await make_driver(at=DEPOT)
+    r = await client.post("/v1/deliveries", headers={**(await _dispatcher_headers(client, app)), "Idempotency-Key": f"k-{uuid.uuid4().hex}"},
+                          json=delivery_body(60.172, 24.945))
+    job_id = r.json()["id"]
+    # Other tests' drivers are on duty too: pin the job to ours, as a dispatcher would.
+    r2 = await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=await _dispatcher_headers(client, app),
+                           json={"driver_id": driver.driver_id, "reason": "test"})
+    assert r2.status_code == 200, r2.text
+    lease = planner.Lease(redis, planner.lease_key(plan_settings))
+    await lease.acquire_or_renew()
+    await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t", model=StraightLine())
+    code = r.json()["package_code"]
+    r = await client.post("/v1/driver/scans", headers=driver.headers, json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})
+    assert r.status_code == 200, r.text
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("UPDATE custody_records SET lat = 0 WHERE job_id=$1", uuid.UUID(job_id))
+
+
+async def _dispatcher_headers(client, app):
+    from tests.fixtures_api import Account  # noqa: F401 - documents where accounts come from
+    from core import auth
+    from core.rbac import Role
+
+    s = app.state.settings
+    async with app.state.sessions() as db, db.begin():
+        from core import identity
+
+        user = await identity.create_user(db=db, email=f"d-{uuid.uuid4().hex[:8]}@example.test", password="dispatcher pw 1",
+                                          roles={Role.DISPATCHER})
+        uid = user.id
+    token = auth.issue_access_token(secret=s.jwt_secret, user_id=uid, roles={Role.DISPATCHER}, mfa=True, ttl_s=300)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_going_off_duty_returns_unstarted_jobs_to_the_planner(app, client, redis, plan_settings, depot, make_driver, pool):
+    driver = await make_driver(at=DEPOT)
+    h = await _dispatcher_headers(client, app)
+    ids = []
+    for i in range(3):
+        r = await client.post("/v1/deliveries", headers={**h, "Idempotency-Key": f"k-{uuid.uuid4().hex}"},
+                              json=delivery_body(60.17 + i * 0.002, 24.94))
+        ids.append(uuid.UUID(r.json()["id"]))
+    lease = planner.Lease(redis, planner.lease_key(plan_settings))
+    await lease.acquire_or_renew()
+    await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t", model=StraightLine())
+    rows = await pool.fetch("SELECT state, driver_id FROM delivery_jobs WHERE id = ANY($1)", ids)
+    assert all(r["state"] == "assigned" and r["driver_id"] is not None for r in rows)
+    mine = [r for r in rows if r["driver_id"] == driver.driver_id]
+    r = await client.post("/v1/driver/shift/end", headers=driver.headers)
+    assert r.status_code == 200
+    rows = await pool.fetch("SELECT state, driver_id FROM delivery_jobs WHERE id = ANY($1) AND driver_id IS NULL", ids)
+    assert len(rows) >= len(mine)
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE type='driver.off_duty' AND aggregate_id=$1", str(driver.driver_id)) == 1
