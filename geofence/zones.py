@@ -175,7 +175,10 @@ def _cover_zone(geom: Polygon | MultiPolygon, edges: np.ndarray, res: int) -> _C
         return _Cover(np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, bool),
                       np.zeros(1, np.int64), np.empty(0, np.int32))
     boundaries = [np.asarray(h3n.cell_to_boundary(c))[:, ::-1] for c in cand]  # (lng, lat)
-    polys = shapely.polygons(boundaries)
+    # Cells touching an icosahedron edge have more than 6 vertices: build ragged rings.
+    lens = np.array([len(b) for b in boundaries])
+    rings = shapely.linearrings(np.vstack(boundaries), indices=np.repeat(np.arange(len(lens)), lens))
+    polys = shapely.polygons(rings)
     shapely.prepare(grown)
     keep = shapely.intersects(grown, polys)
     cand, polys = cand[keep], polys[keep]
