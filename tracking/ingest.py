@@ -102,6 +102,9 @@ class Pipeline:
         self.clock = clock
         self.last: dict[int, Last] = {}  # this replica's view of each driver's newest fix (Redis is the shared one)
         self._rebuild_task: asyncio.Task | None = None
+        # One batch at a time: stages keep per-batch state between their call and the push,
+        # and the API shares one pipeline between many driver WebSockets.
+        self._lock = asyncio.Lock()
 
     async def _previous(self, driver_ids: list[int]) -> dict[int, Last]:
         """Newest accepted fix per driver: the newer of this replica's memory and the shared live state."""
@@ -122,6 +125,10 @@ class Pipeline:
 
     async def process(self, batch: Sequence[Inbound]) -> BatchResult:
         """Validate and durably store one batch, then update live state and push; raises only if storing failed."""
+        async with self._lock:
+            return await self._process(batch)
+
+    async def _process(self, batch: Sequence[Inbound]) -> BatchResult:
         t0 = time.perf_counter()
         now = self.clock()
         parsed: list[Fix] = []
@@ -365,8 +372,9 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
     matcher = matching.from_settings(settings)
     if matcher is not None:
         stages.append(matcher)
-    stages += eta.stages(settings=settings, redis=r)
-    pipeline = Pipeline(settings=settings, pool=pool, redis=r, stages=stages, push=eta.make_push(settings))
+    eta_stage = eta.EtaStage(settings=settings, redis=r)
+    stages.append(eta_stage)
+    pipeline = Pipeline(settings=settings, pool=pool, redis=r, stages=stages, push=eta.make_push(settings, eta_stage))
     try:
         await pipeline.live.ensure(pool)
     except (redis.exceptions.RedisError, OSError) as exc:

@@ -81,9 +81,12 @@ class Fix:
 
     def to_live(self) -> dict[str, Any]:
         """The live-state / push representation."""
-        return {"driver_id": self.driver_id, "seq": self.seq, "ts": self.ts, "lat": self.lat, "lng": self.lng,
-                "accuracy_m": self.accuracy_m, "speed_mps": self.speed_mps, "heading_deg": self.heading_deg,
-                "edge": self.edge, "edge_fraction": self.edge_fraction, "received_at": self.received_at}
+        d = {"driver_id": self.driver_id, "seq": self.seq, "ts": self.ts, "lat": self.lat, "lng": self.lng,
+             "accuracy_m": self.accuracy_m, "speed_mps": self.speed_mps, "heading_deg": self.heading_deg,
+             "edge": self.edge, "edge_fraction": self.edge_fraction, "received_at": self.received_at}
+        if self.published_at is not None:
+            d["sent_at"] = self.published_at
+        return d
 
 
 @dataclass(slots=True)

@@ -1,0 +1,274 @@
+"""Tracking's HTTP and WebSocket routes: driver pings (WebSocket, offline batch), fleet positions, refusals, links, customer tracking.
+
+Thin routers over `tracking.ingest.Pipeline` (the same validation and storage as MQTT),
+`tracking.live`, `tracking.history`, `tracking.links`, `tracking.eta` and `tracking.fanout`.
+Each route declares its one permission with `require()`; the customer's routes are PUBLIC
+because the unguessable link token is the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse
+
+from core.errors import Forbidden, NotFound, ValidationFailed
+from core.rbac import Permission
+from serena.deps import Principal, require
+from tracking import eta, history, links, live
+from tracking.fanout import Fanout
+from tracking.ingest import Inbound, Pipeline, reasons_of
+from tracking.models import Source
+from tracking.schemas import (
+    BatchResponse,
+    LinkCreate,
+    LinkRead,
+    PingIn,
+    PlanWrite,
+    PositionRead,
+    RejectionCounts,
+    TrackingView,
+)
+
+router = APIRouter(prefix="/v1/tracking", tags=["tracking"])
+ws_router = APIRouter(tags=["tracking"])
+
+MAX_BATCH = 10_000  # pings per HTTP batch (a day of 1 Hz pings is 86,400: the app sends chunks)
+SNAPSHOT_EVERY_S = 30.0  # a watcher gets the current state at least this often
+
+
+def _state(app) -> tuple[Pipeline, Fanout]:
+    st = app.state
+    if getattr(st, "tracking_pipeline", None) is None:
+        stage = eta.EtaStage(settings=st.settings, redis=st.redis)
+        st.tracking_pipeline = Pipeline(settings=st.settings, pool=st.pg_pool, redis=st.redis, stages=[stage],
+                                        push=eta.make_push(st.settings, stage))
+        st.tracking_fanout = Fanout(st.redis, st.settings.redis_prefix)
+    return st.tracking_pipeline, st.tracking_fanout
+
+
+async def _driver_id(app, principal: Principal) -> int:
+    cache = app.state.__dict__.setdefault("tracking_driver_ids", {})
+    if principal.user_id in cache:
+        return cache[principal.user_id]
+    did = await app.state.pg_pool.fetchval("SELECT id FROM drivers WHERE user_id = $1 AND active", principal.user_id)
+    if did is None:
+        raise Forbidden("this account has no active driver profile")
+    cache[principal.user_id] = did
+    return did
+
+
+def _results(result, pings: list[Any]) -> BatchResponse:
+    status: dict[int, tuple[str, str | None]] = {}
+    for f in result.accepted:
+        status[f.seq] = ("accepted", None)
+    for r in result.rejected:
+        if r.seq is not None and r.seq not in status:
+            status[r.seq] = ("duplicate", "duplicate") if r.reason == "duplicate" else ("rejected", str(r.reason))
+    rows = []
+    for p in pings:
+        seq = p.get("seq") if isinstance(p, dict) else None
+        st, reason = status.get(seq, ("rejected", "schema")) if isinstance(seq, int) else ("rejected", "schema")
+        rows.append({"seq": seq if isinstance(seq, int) else None, "status": st, "reason": reason})
+    return BatchResponse(accepted=len(result.accepted), rejected=reasons_of(result), results=rows)
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+@router.post("/me/pings", response_model=BatchResponse,
+             summary="Upload a batch of pings (the driver app's offline buffer after reconnect)")
+async def upload_batch(request: Request, principal: Annotated[Principal, require(Permission.DRIVER_SELF)],
+                       pings: Annotated[list[Any], Body(description="Ping objects (see PingIn)", max_length=MAX_BATCH)]):
+    """Validated and stored like MQTT pings; the app may drop from its buffer every ping reported accepted or duplicate."""
+    pipeline, _ = _state(request.app)
+    d = await _driver_id(request.app, principal)
+    now = time.time()
+    result = await pipeline.process([Inbound(d, p, Source.HTTP_BATCH, now) for p in pings])
+    return _results(result, pings)
+
+
+@router.get("/me/rejections", response_model=RejectionCounts, summary="My refused pings by reason (last 24 h)")
+async def my_rejections(request: Request, principal: Annotated[Principal, require(Permission.DRIVER_SELF)]):
+    d = await _driver_id(request.app, principal)
+    return RejectionCounts(driver_id=d, counts=await history.rejection_counts(request.app.state.pg_pool, driver_id=d))
+
+
+@ws_router.websocket("/ws/driver")
+async def driver_socket(websocket: WebSocket, principal: Annotated[Principal, require(Permission.DRIVER_SELF)]):
+    """Same messages as MQTT (a ping or a list of pings per frame); each frame is answered after it is stored.
+
+    Reply: {"accepted": [seq...], "duplicates": [seq...], "rejected": [{"seq", "reason"}...]}. A ping in
+    `accepted` or `duplicates` is durably stored and may be dropped from the app's buffer.
+    """
+    app = websocket.app
+    pipeline, _ = _state(app)
+    try:
+        d = await _driver_id(app, principal)
+    except Forbidden:
+        await websocket.close(code=1008, reason="no active driver profile")
+        return
+    await websocket.accept()
+    try:
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            data = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
+            result = await pipeline.process([Inbound(d, data, Source.WEBSOCKET, time.time())])
+            await websocket.send_text(orjson.dumps({
+                "accepted": [f.seq for f in result.accepted],
+                "duplicates": [r.seq for r in result.rejected if r.reason == "duplicate"],
+                "rejected": [{"seq": r.seq, "reason": str(r.reason)} for r in result.rejected if r.reason != "duplicate"],
+            }).decode())
+    except WebSocketDisconnect:
+        return
+
+
+# --- fleet ------------------------------------------------------------------------------------
+
+
+@router.get("/positions", response_model=list[PositionRead], summary="Latest position of every driver (fleet board)")
+async def positions(request: Request, _: Annotated[Principal, require(Permission.FLEET_READ)]):
+    st = request.app.state
+    return await live.latest_positions(redis=st.redis, prefix=st.settings.redis_prefix, pool=st.pg_pool)
+
+
+@router.get("/drivers/{driver_id}/rejections", response_model=RejectionCounts, summary="A driver's refused pings by reason")
+async def driver_rejections(request: Request, driver_id: int, _: Annotated[Principal, require(Permission.FLEET_READ)],
+                            hours: Annotated[float, Query(gt=0, le=24 * 90)] = 24):
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+    counts = await history.rejection_counts(request.app.state.pg_pool, driver_id=driver_id, since=since)
+    return RejectionCounts(driver_id=driver_id, counts=counts)
+
+
+@router.get("/drivers/{driver_id}/track", summary="A driver's stored fixes in a time range")
+async def driver_track(request: Request, driver_id: int, _: Annotated[Principal, require(Permission.FLEET_READ)],
+                       start: dt.datetime, end: dt.datetime) -> list[dict]:
+    if end <= start or end - start > dt.timedelta(days=2):
+        raise ValidationFailed("end must be after start, at most 2 days later")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValidationFailed("start and end need a UTC offset")
+    return await history.track(request.app.state.pg_pool, driver_id=driver_id, start=start, end=end)
+
+
+@router.put("/drivers/{driver_id}/plan", status_code=204, summary="Replace a driver's remaining stops (dispatch's interface)")
+async def put_plan(request: Request, driver_id: int, body: PlanWrite, _: Annotated[Principal, require(Permission.FLEET_WRITE)]):
+    st = request.app.state
+    await eta.write_plan(st.redis, prefix=st.settings.redis_prefix, driver_id=driver_id,
+                         stops=[s.model_dump() for s in body.stops], version=body.version)
+
+
+# --- customer ---------------------------------------------------------------------------------
+
+
+@router.post("/links", response_model=LinkRead, status_code=201, summary="Issue a customer tracking link for an order")
+async def create_link(request: Request, body: LinkCreate, _: Annotated[Principal, require(Permission.FLEET_WRITE)]):
+    st = request.app.state
+    token = await links.issue(st.pg_pool, order_id=body.order_id, ttl_s=st.settings.tracking_link_ttl_s)
+    return LinkRead(token=token, path=f"/track/{token}", ws_path=f"/ws/track/{token}")
+
+
+async def customer_snapshot(app, order_id: str, delivered: bool) -> dict:
+    """The customer's current view from Redis (live position, plan, published ETA), computed on demand."""
+    st = app.state
+    prefix = st.settings.redis_prefix
+    d = await eta.driver_of_order(st.redis, prefix=prefix, order_id=order_id)
+    if d is None:
+        return {"type": "update", "order_id": order_id, "status": "delivered" if delivered else "scheduled"}
+    fix = (await live.LiveState(st.redis, prefix).get([d])).get(d)
+    plan = await eta.read_plan(st.redis, prefix=prefix, driver_id=d)
+    msg: dict[str, Any] = {"type": "update", "driver_id": d}
+    if fix:
+        msg.update(fix)
+    if plan and fix:
+        etas = eta.compute(plan["stops"], lat=fix["lat"], lng=fix["lng"], now=max(fix["ts"], time.time() - 3600))
+        shown = await st.redis.hget(eta.Keys(prefix).eta, order_id)
+        shown = orjson.loads(shown) if shown else None
+        msg["stops"] = [{"stop_id": e.stop_id, "order_id": e.order_id, "index": e.index, "status": e.status,
+                         "eta_earliest": shown["earliest"] if shown and e.order_id == order_id else e.earliest,
+                         "eta_latest": shown["latest"] if shown and e.order_id == order_id else e.latest} for e in etas]
+    return customer_view(msg, order_id=order_id, exact_within=st.settings.tracking_exact_within_stops, delivered=delivered)
+
+
+def customer_view(update: dict, *, order_id: str, exact_within: int, delivered: bool = False) -> dict:
+    """What one customer may see of a driver update: their stop's ETA and status; the exact position only when close."""
+    mine = next((s for s in update.get("stops", ()) if s.get("order_id") == order_id), None)
+    if delivered:
+        status = "delivered"
+    elif mine is None:
+        status = "scheduled" if "stops" not in update else "delivered"
+    elif mine["status"] == "arrived":
+        status = "arrived"
+    elif mine["index"] == 0 and mine["eta_latest"] - update.get("ts", time.time()) <= eta.ARRIVING_S * 2:
+        status = "arriving"
+    else:
+        status = "on_the_way"
+    out: dict[str, Any] = {"type": "update", "order_id": order_id, "status": status}
+    if mine is not None:
+        out["eta"] = {"earliest": mine["eta_earliest"], "latest": mine["eta_latest"]}
+        out["stops_before"] = mine["index"]
+    if "lat" in update and status not in ("delivered",):
+        exact = mine is not None and mine["index"] < exact_within
+        lat, lng = (update["lat"], update["lng"]) if exact else eta.coarse(update["lat"], update["lng"])
+        out["position"] = {"lat": lat, "lng": lng, "exact": exact, "ts": update.get("ts"),
+                           "heading_deg": update.get("heading_deg") if exact else None,
+                           "speed_mps": update.get("speed_mps") if exact else None}
+        if update.get("sent_at"):
+            out["sent_at"] = update["sent_at"]
+    return out
+
+
+@router.get("/links/{token}", response_model=TrackingView, summary="The current tracking state behind a link")
+async def link_state(request: Request, token: str, _: Annotated[Principal, require(Permission.PUBLIC)]):
+    link = await links.resolve(request.app.state.pg_pool, token=token)
+    if link is None:
+        raise NotFound("unknown or expired tracking link")
+    return await customer_snapshot(request.app, link["order_id"], link["delivered_at"] is not None)
+
+
+@ws_router.websocket("/ws/track/{token}")
+async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal, require(Permission.PUBLIC)]):
+    """Pushes {type: "update", status, eta: {earliest, latest}, position: {lat, lng, exact, ...}} as the driver moves."""
+    app = websocket.app
+    link = await links.resolve(app.state.pg_pool, token=token)
+    if link is None:
+        await websocket.close(code=1008, reason="unknown or expired tracking link")
+        return
+    _, fanout = _state(app)
+    order_id = link["order_id"]
+    delivered = link["delivered_at"] is not None
+    exact_within = app.state.settings.tracking_exact_within_stops
+    await websocket.accept()
+    driver_id = await eta.driver_of_order(app.state.redis, prefix=app.state.settings.redis_prefix, order_id=order_id)
+    queue = await fanout.watch(driver_id) if driver_id is not None else None
+    try:
+        await websocket.send_text(orjson.dumps(await customer_snapshot(app, order_id, delivered)).decode())
+        closed = asyncio.ensure_future(websocket.receive())  # noticing the client leave
+        while True:
+            getter = asyncio.ensure_future(queue.get()) if queue else asyncio.ensure_future(asyncio.sleep(SNAPSHOT_EVERY_S))
+            done, _pending = await asyncio.wait({getter, closed}, timeout=SNAPSHOT_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+            if closed in done:
+                getter.cancel()
+                return
+            if getter in done and queue is not None:
+                update = orjson.loads(getter.result())
+                view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
+            else:
+                getter.cancel()
+                view = await customer_snapshot(app, order_id, delivered)
+            await websocket.send_text(orjson.dumps(view).decode())
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    finally:
+        if queue is not None:
+            await fanout.unwatch(driver_id, queue)
+
+
+__all__ = ["customer_view", "router", "ws_router", "PingIn"]
