@@ -1,0 +1,136 @@
+"""The per-driver state machine: no flapping at an edge, one event per real transition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from geofence import (
+    STOP_ARRIVED, STOP_ARRIVING, ZONE_DWELL, ZONE_ENTERED, ZONE_EXITED, DriverTracker, Stop,
+    TrackerConfig, Zone, ZoneIndex, segment_crossing,
+)
+
+LAT0, LNG0 = 52.52, 13.40
+M_PER_DEG = 111_320.0
+KX = M_PER_DEG * math.cos(math.radians(LAT0))
+
+
+def _at(x_m: float, y_m: float) -> tuple[float, float]:
+    """lat, lng of a point x_m east and y_m north of the reference."""
+    return LAT0 + y_m / M_PER_DEG, LNG0 + x_m / KX
+
+
+@pytest.fixture(scope="module")
+def index() -> ZoneIndex:
+    # A 200 m circle centred on the reference, and a 20 m drop-off circle 1 km east.
+    lat, lng = _at(1000.0, 0.0)
+    return ZoneIndex([
+        Zone.circle(zone_id="zone", lat_deg=LAT0, lng_deg=LNG0, radius_m=200.0),
+        Zone.circle(zone_id="dropoff", lat_deg=lat, lng_deg=lng, radius_m=20.0),
+    ])
+
+
+def _feed(tracker: DriverTracker, track, *, accuracy_m: float = 10.0, dt_s: float = 1.0, t0_s: float = 0.0):
+    events = []
+    for i, (x, y) in enumerate(track):
+        lat, lng = _at(x, y)
+        events += tracker.update(ts_s=t0_s + i * dt_s, lat_deg=lat, lng_deg=lng, accuracy_m=accuracy_m).events
+    return events
+
+
+def test_drift_at_an_edge_does_not_flap(index):
+    rng = np.random.default_rng(1)
+    tracker = DriverTracker(index=index)
+    # Parked on the circle's edge for an hour: 15 m noise (68 % radius), 1 % 200 m jumps.
+    n = 3600
+    ang = rng.uniform(0, 2 * np.pi, n)
+    jumps = (rng.uniform(size=n) < 0.01) * 200.0
+    track = [(200.0 + rng.normal(0, 10) + j * math.cos(a), rng.normal(0, 10) + j * math.sin(a))
+             for a, j in zip(ang, jumps)]
+    events = _feed(tracker, track, accuracy_m=15.0)
+    assert [e for e in events if e.zone_id == "zone"] == []
+
+
+def test_real_entry_and_exit_fire_exactly_once_each(index):
+    tracker = DriverTracker(index=index)
+    rng = np.random.default_rng(2)
+    # Drive west to east through the 200 m circle at 5 m/s, with 5 m noise.
+    track = [(x + rng.normal(0, 5), rng.normal(0, 5)) for x in np.arange(-600.0, 600.0, 5.0)]
+    events = [e for e in _feed(tracker, track, accuracy_m=8.0) if e.zone_id == "zone"]
+    assert [e.kind for e in events] == [ZONE_ENTERED, ZONE_EXITED]
+    entered, exited = events
+    # Event time is when the evidence began, not when it was confirmed.
+    assert entered.ts_s < entered.detected_ts_s
+    # x = -600 + 5 t crosses the edge (x = -200, +200) at t = 80 and t = 160.
+    assert 80 <= entered.ts_s <= 90 and 160 <= exited.ts_s <= 170
+    assert not entered.inferred
+
+
+def test_dwell_fires_once_per_visit(index):
+    tracker = DriverTracker(index=index, config=TrackerConfig(dwell_s=60.0))
+    track = [(0.0, 0.0)] * 600  # ten minutes at the centre
+    events = _feed(tracker, track)
+    kinds = [e.kind for e in events if e.zone_id == "zone"]
+    assert kinds == [ZONE_ENTERED, ZONE_DWELL]
+    assert events[1].ts_s == pytest.approx(events[0].ts_s + 60.0)
+
+
+def test_late_fixes_fire_nothing_and_say_so(index):
+    tracker = DriverTracker(index=index)
+    _feed(tracker, [(0.0, 0.0)] * 30)  # inside, entered, last ts 29
+    lat, lng = _at(5000.0, 0.0)
+    late = tracker.update(ts_s=10.0, lat_deg=lat, lng_deg=lng, accuracy_m=5.0)
+    assert not late.accepted and late.reason == "late" and late.events == []
+    dup = tracker.update(ts_s=29.0, lat_deg=lat, lng_deg=lng, accuracy_m=5.0)
+    assert not dup.accepted and dup.reason == "duplicate"
+    assert tracker.inside_zones() == ["zone"]
+
+
+def test_segment_through_a_small_zone_with_both_fixes_outside_is_caught(index):
+    tracker = DriverTracker(index=index)
+    # 20 m/s, one fix every 5 s: fixes 50 m before and after the drop-off circle.
+    track = [(850.0 + 100.0 * i, 0.0) for i in range(4)]  # 850, 950, 1050, 1150
+    events = [e for e in _feed(tracker, track, accuracy_m=5.0, dt_s=5.0) if e.zone_id == "dropoff"]
+    assert [e.kind for e in events] == [ZONE_ENTERED, ZONE_EXITED]
+    assert all(e.inferred for e in events)
+    assert 5.0 < events[0].ts_s < events[1].ts_s < 10.0
+
+
+def test_segment_crossing_reports_depth(index):
+    lat1, lng1 = _at(900.0, 0.0)
+    lat2, lng2 = _at(1100.0, 0.0)
+    c = segment_crossing(index, zone_id="dropoff", lat1_deg=lat1, lng1_deg=lng1, lat2_deg=lat2, lng2_deg=lng2)
+    assert c is not None and c.depth_m == pytest.approx(20.0, abs=1.0)
+    assert 0.4 < c.entry_fraction < 0.5 < c.exit_fraction < 0.6
+    lat3, lng3 = _at(900.0, 100.0)
+    lat4, lng4 = _at(1100.0, 100.0)
+    assert segment_crossing(index, zone_id="dropoff", lat1_deg=lat3, lng1_deg=lng3,
+                            lat2_deg=lat4, lng2_deg=lng4) is None
+
+
+def test_a_jump_is_an_outlier_not_an_entry(index):
+    tracker = DriverTracker(index=index)
+    _feed(tracker, [(400.0, 0.0)] * 5)
+    lat, lng = _at(0.0, 0.0)  # 400 m in one second
+    r = tracker.update(ts_s=5.0, lat_deg=lat, lng_deg=lng, accuracy_m=10.0)
+    assert not r.accepted and r.reason == "outlier_speed"
+
+
+def test_stop_arriving_then_arrived_once(index):
+    tracker = DriverTracker(index=index)
+    lat, lng = _at(3000.0, 0.0)
+    tracker.set_next_stop(Stop(stop_id="s1", lat_deg=lat, lng_deg=lng))
+    track = [(x, 0.0) for x in np.arange(2000.0, 3000.0, 10.0)] + [(3000.0, 0.0)] * 60
+    events = [e for e in _feed(tracker, track, accuracy_m=5.0) if e.stop_id == "s1"]
+    assert [e.kind for e in events] == [STOP_ARRIVING, STOP_ARRIVED]
+    assert events[0].distance_m <= 500.0
+
+
+def test_stop_arriving_by_eta(index):
+    tracker = DriverTracker(index=index)
+    lat, lng = _at(9000.0, 0.0)
+    tracker.set_next_stop(Stop(stop_id="s2", lat_deg=lat, lng_deg=lng))
+    r = tracker.update(ts_s=0.0, lat_deg=LAT0, lng_deg=LNG0, accuracy_m=5.0, eta_s=90.0)
+    assert [e.kind for e in r.events if e.stop_id] == [STOP_ARRIVING]
