@@ -40,6 +40,8 @@ VENDOR: dict[str, VendorPackage] = {
     # /docs: FastAPI's Swagger UI page loads these from cdn.jsdelivr.net by default; we serve them.
     # The package root is its dist, next to package.json and README, hence the allow-list.
     "swagger-ui-dist": VendorPackage("swagger-ui-dist", ".", ("swagger-ui-bundle.js", "swagger-ui.css"), only_listed=True),
+    # The driver app's barcode/QR scanner (package labels carry a QR code and a Code 128): one self-contained UMD file.
+    "@zxing/browser": VendorPackage("@zxing/browser", "umd", ("zxing-browser.min.js",)),
 }
 
 
