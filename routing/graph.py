@@ -21,11 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
 
 from routing import ch, speeds
-from routing.osm import OSMError, RawNetwork
+
+# routing.osm (pandas, pyrosm) and scipy.sparse are imported inside `build` only:
+# loading a cached graph must not pay ~1 s of imports it does not use.
 
 # Bump when a change to this module, osm.py, speeds.py or ch.py would produce
 # different arrays from the same input: it is part of the cache key.
@@ -289,7 +289,7 @@ def build(
         step(stages[0])
         try:
             raw = osm.read(source)
-        except OSMError as exc:
+        except osm.OSMError as exc:
             raise GraphError(str(exc)) from exc
         bar.update()
         step(stages[1])
@@ -343,7 +343,7 @@ def haversine_m(lat1, lng1, lat2, lng2) -> np.ndarray:
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
 
 
-def _simplify(raw: RawNetwork, seg_class: np.ndarray, seg_kph: np.ndarray, seg_tagged: np.ndarray) -> dict:
+def _simplify(raw, seg_class: np.ndarray, seg_kph: np.ndarray, seg_tagged: np.ndarray) -> dict:
     """Merge chains of segments through degree-2 nodes into edges between intersections.
 
     Like osmnx.simplify_graph, but a chain only merges across a node when both
@@ -480,6 +480,9 @@ def _simplify(raw: RawNetwork, seg_class: np.ndarray, seg_kph: np.ndarray, seg_t
 
 def _largest_scc(g: dict) -> tuple[dict, dict]:
     """Keep the largest strongly connected component; CSR-sort edges; report what was dropped."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n, tail, head = g["n"], g["tail"], g["head"]
     m = len(tail)
     adj = csr_matrix((np.ones(m, np.int8), (tail, head)), shape=(n, n))
