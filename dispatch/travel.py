@@ -42,22 +42,65 @@ class StraightLine:
 
 
 class RoadGraph:
-    """Exact road travel times on a compiled graph (routing engine)."""
+    """Exact road travel times on a compiled graph (routing engine), with a matrix cache.
 
-    def __init__(self, graph) -> None:
+    Successive plans ask for nearly the same points (the depot, the same drop-offs, vans
+    that moved a little), so the model keeps the matrix of every point it has seen and only
+    computes the rows and columns of new points: inserting one job costs one row and one
+    column, not the whole square. The cache is dropped when it grows past `max_points`.
+    """
+
+    def __init__(self, graph, *, max_points: int = 6000) -> None:
         self.graph = graph
         self.name = "road graph"
+        self.max_points = max_points
+        self._index: dict[tuple[float, float], int] = {}
+        self._lat = np.zeros(0)
+        self._lng = np.zeros(0)
+        self._time = np.zeros((0, 0))
+        self._dist = np.zeros((0, 0))
 
-    def matrix(self, lat: np.ndarray, lng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _compute(self, src_lat, src_lng, dst_lat, dst_lng) -> tuple[np.ndarray, np.ndarray]:
         from routing import matrix
 
-        pts = np.column_stack([np.asarray(lat, float), np.asarray(lng, float)])
-        # No snap limit here: a drop-off 300 m from the nearest drivable road (a pedestrian
-        # zone) is still served from that road; refusing it would drop a paid order.
-        m = matrix.travel_matrix(self.graph, pts, max_snap_m=None)
-        time_s = np.where(np.isfinite(m.time_s), m.time_s, 1e7)
-        dist = np.where(np.isfinite(m.distance_m), m.distance_m, 1e8)
-        return time_s, dist
+        src = np.column_stack([src_lat, src_lng])
+        dst = np.column_stack([dst_lat, dst_lng])
+        # No snap limit: a drop-off 300 m from the nearest drivable road (a pedestrian zone)
+        # is still served from that road; refusing it would drop a paid order.
+        m = matrix.travel_matrix(self.graph, src, dst, max_snap_m=None)
+        return (np.where(np.isfinite(m.time_s), m.time_s, 1e7), np.where(np.isfinite(m.distance_m), m.distance_m, 1e8))
+
+    def matrix(self, lat: np.ndarray, lng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lat, lng = np.asarray(lat, float), np.asarray(lng, float)
+        keys = [(round(a, 6), round(b, 6)) for a, b in zip(lat, lng, strict=True)]
+        new = list(dict.fromkeys(k for k in keys if k not in self._index))
+        if len(self._index) + len(new) > self.max_points:
+            self._index, self._lat, self._lng = {}, np.zeros(0), np.zeros(0)
+            self._time, self._dist = np.zeros((0, 0)), np.zeros((0, 0))
+            new = list(dict.fromkeys(keys))
+        if new:
+            n_old = len(self._index)
+            nlat = np.array([k[0] for k in new])
+            nlng = np.array([k[1] for k in new])
+            all_lat = np.concatenate([self._lat, nlat])
+            all_lng = np.concatenate([self._lng, nlng])
+            t_new_all, d_new_all = self._compute(nlat, nlng, all_lat, all_lng)  # new → everything
+            n = n_old + len(new)
+            time_s = np.empty((n, n))
+            dist_m = np.empty((n, n))
+            time_s[:n_old, :n_old] = self._time
+            dist_m[:n_old, :n_old] = self._dist
+            time_s[n_old:, :] = t_new_all
+            dist_m[n_old:, :] = d_new_all
+            if n_old:
+                t_old_new, d_old_new = self._compute(self._lat, self._lng, nlat, nlng)  # old → new
+                time_s[:n_old, n_old:] = t_old_new
+                dist_m[:n_old, n_old:] = d_old_new
+            for i, k in enumerate(new):
+                self._index[k] = n_old + i
+            self._lat, self._lng, self._time, self._dist = all_lat, all_lng, time_s, dist_m
+        idx = np.array([self._index[k] for k in keys], dtype=np.int64)
+        return self._time[np.ix_(idx, idx)], self._dist[np.ix_(idx, idx)]
 
 
 @lru_cache(maxsize=4)

@@ -30,7 +30,10 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
     dirty = asyncio.Event()
     dirty.set()  # a new leader always plans once: it cannot know what its predecessor finished
 
+    pending: set[str] = set()
+
     async def mark_dirty(db, event) -> None:
+        pending.add(event.type)
         dirty.set()
 
     jobs_consumer = Consumer(group=devents.JOBS_GROUP, handler=devents.on_order_paid, db=sessions, redis=redis,
@@ -54,15 +57,21 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                 due = time.monotonic() - last_plan >= settings.dispatch_replan_interval_s
                 if dirty.is_set() or due:
                     dirty.clear()
+                    # Only new jobs since the last full plan: insert them cheaply now (the promise
+                    # is an answer in ≤ 200 ms); the next interval re-optimises everything.
+                    mode = "insert" if pending and pending <= {"delivery.created"} and last_plan and not due else "full"
+                    reason = ",".join(sorted(pending)) or "interval"
+                    pending.clear()
                     try:
                         result = await planner.replan(sessions=sessions, redis=redis, settings=settings, lease=lease,
-                                                      reason="trigger" if not due else "interval")
+                                                      reason=reason, mode=mode)
                         if result is not None:
                             await planner.publish_tasks(result, redis=redis, settings=settings, mqtt_client=mqtt_client)
                     except Exception:
                         log.exception("re-plan failed; will retry")
                         dirty.set()
-                    last_plan = time.monotonic()
+                    if mode == "full":
+                        last_plan = time.monotonic()
             try:
                 await asyncio.wait_for(dirty.wait(), timeout=1.0 if leader else 3.0)
             except TimeoutError:

@@ -85,10 +85,12 @@ async def test_paid_order_is_planned_picked_up_delivered_with_proof_and_complete
     assert result is not None and str(job_id) not in result.unassigned
     await planner.publish_tasks(result, redis=redis, settings=plan_settings)
 
-    # The driver's task list: pickup at the depot first, then the drop-off.
+    # The driver's task list: load at the depot first (the parcel is on the load list), then the drop-off.
     tasks = (await client.get("/v1/driver/tasks", headers=driver.headers)).json()
+    assert tasks["stops"][0]["kind"] == "depot"
     mine = [s for s in tasks["stops"] if s["job_id"] == str(job_id)]
-    assert [s["kind"] for s in mine] == ["pickup", "delivery"]
+    assert [s["kind"] for s in mine] == ["delivery"]
+    assert mine[0]["package_code"] in tasks["stops"][0]["load"]
     assert (await client.post("/v1/driver/tasks/ack", headers=driver.headers, json={"version": tasks["version"]})).status_code == 204
     code = mine[0]["package_code"]
 
