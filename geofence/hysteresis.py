@@ -192,6 +192,58 @@ class DriverTracker:
         events.sort(key=lambda e: e.ts_s)
         return FixResult(accepted=True, events=events)
 
+    # -- snapshots --------------------------------------------------------------------
+
+    def to_state(self) -> dict:
+        """A JSON-able snapshot, so another process (ingest replica) can carry on this driver."""
+
+        def fix(f: _Fix | None):
+            return None if f is None else [f.ts_s, f.lat_deg, f.lng_deg, f.accuracy_m]
+
+        return {
+            "v": 1,
+            "driver_id": self.driver_id,
+            "last_ts_s": self.last_ts_s,
+            "last": fix(self._last),
+            "outliers_in_row": self._outliers_in_row,
+            "evaluated_prev": sorted(self._evaluated_prev),
+            "zones": {z: {"inside": s.inside, "run": [s.run.count, s.run.start_ts_s],
+                          "entered_ts_s": s.entered_ts_s, "dwell_fired": s.dwell_fired,
+                          "anchor": fix(s.anchor)} for z, s in self._zones.items()},
+            "stop": None if self._stop is None else [self._stop.stop_id, self._stop.lat_deg,
+                                                     self._stop.lng_deg, self._stop.arrived_radius_m],
+            "stop_run": [self._stop_run.count, self._stop_run.start_ts_s],
+            "stop_arriving": self._stop_arriving,
+            "stop_arrived": self._stop_arrived,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, *, index: ZoneIndex,
+                   config: TrackerConfig | None = None) -> DriverTracker:
+        """The tracker a `to_state()` snapshot describes; zones no longer in the index are dropped."""
+        if state.get("v") != 1:
+            raise ValueError(f"unknown tracker snapshot version {state.get('v')!r}")
+
+        def fix(v):
+            return None if v is None else _Fix(*v)
+
+        t = cls(index=index, config=config, driver_id=state.get("driver_id"))
+        t.last_ts_s = state["last_ts_s"]
+        t._last = fix(state["last"])
+        t._outliers_in_row = state["outliers_in_row"]
+        t._evaluated_prev = set(state["evaluated_prev"])
+        for z, s in state["zones"].items():
+            if z in index:
+                t._zones[z] = _ZoneState(inside=s["inside"], run=_Run(*s["run"]),
+                                         entered_ts_s=s["entered_ts_s"],
+                                         dwell_fired=s["dwell_fired"], anchor=fix(s["anchor"]))
+        if state["stop"] is not None:
+            t._stop = Stop(*state["stop"])
+        t._stop_run = _Run(*state["stop_run"])
+        t._stop_arriving = state["stop_arriving"]
+        t._stop_arrived = state["stop_arrived"]
+        return t
+
     # -- zones ------------------------------------------------------------------------
 
     def _margin_m(self, accuracy_m: float) -> float:

@@ -134,3 +134,16 @@ def test_stop_arriving_by_eta(index):
     tracker.set_next_stop(Stop(stop_id="s2", lat_deg=lat, lng_deg=lng))
     r = tracker.update(ts_s=0.0, lat_deg=LAT0, lng_deg=LNG0, accuracy_m=5.0, eta_s=90.0)
     assert [e.kind for e in r.events if e.stop_id] == [STOP_ARRIVING]
+
+
+def test_snapshot_round_trip_carries_on_without_duplicate_events(index):
+    import json
+
+    track = [(x, 0.0) for x in np.arange(-600.0, 600.0, 5.0)]
+    whole = _feed(DriverTracker(index=index), track, accuracy_m=8.0)
+    first = DriverTracker(index=index)
+    events = _feed(first, track[:100], accuracy_m=8.0)
+    state = json.loads(json.dumps(first.to_state()))
+    second = DriverTracker.from_state(state, index=index)
+    events += _feed(second, track[100:], accuracy_m=8.0, t0_s=100.0)
+    assert [(e.kind, e.ts_s) for e in events] == [(e.kind, e.ts_s) for e in whole]
