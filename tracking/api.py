@@ -15,12 +15,13 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Body, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.responses import HTMLResponse
 
-from core.errors import Forbidden, NotFound, ValidationFailed
-from core.rbac import Permission
-from serena.deps import Principal, require
+from core.errors import AuthError, Forbidden, NotFound, ValidationFailed
+from core.rbac import Permission, allows
+from serena.deps import ANONYMOUS, Principal, _principal, require
 from tracking import eta, history, links, live
 from tracking.fanout import Fanout
 from tracking.ingest import Inbound, Pipeline, reasons_of
@@ -41,6 +42,33 @@ ws_router = APIRouter(tags=["tracking"])
 
 MAX_BATCH = 10_000  # pings per HTTP batch (a day of 1 Hz pings is 86,400: the app sends chunks)
 SNAPSHOT_EVERY_S = 30.0  # a watcher gets the current state at least this often
+
+
+def ws_require(permission: Permission):
+    """`serena.deps.require` for WebSocket routes (FastAPI does not hand a WebSocket to a `Request` parameter).
+
+    Same checks and the same `serena_permission` marker, so the RBAC walk sees the route's one
+    permission. A refused socket is closed with 1008 (policy violation) before it is accepted.
+    """
+
+    async def dependency(websocket: WebSocket) -> Principal:
+        header = websocket.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        creds = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme.lower() == "bearer" and token else None
+        try:
+            principal = _principal(websocket.app.state.settings, creds)
+        except AuthError:
+            principal = None
+        if permission is Permission.PUBLIC:
+            return principal or ANONYMOUS
+        if principal is None or principal.anonymous or not allows(principal.roles, permission):
+            await websocket.close(code=1008, reason=f"permission {permission.value!r} required")
+            raise WebSocketDisconnect(code=1008)
+        return principal
+
+    dependency.serena_permission = permission  # type: ignore[attr-defined]
+    dependency.__name__ = f"ws_require_{permission.name.lower()}"
+    return Depends(dependency)
 
 
 def _state(app) -> tuple[Pipeline, Fanout]:
@@ -101,7 +129,7 @@ async def my_rejections(request: Request, principal: Annotated[Principal, requir
 
 
 @ws_router.websocket("/ws/driver")
-async def driver_socket(websocket: WebSocket, principal: Annotated[Principal, require(Permission.DRIVER_SELF)]):
+async def driver_socket(websocket: WebSocket, principal: Annotated[Principal, ws_require(Permission.DRIVER_SELF)]):
     """Same messages as MQTT (a ping or a list of pings per frame); each frame is answered after it is stored.
 
     Reply: {"accepted": [seq...], "duplicates": [seq...], "rejected": [{"seq", "reason"}...]}. A ping in
@@ -234,7 +262,7 @@ async def link_state(request: Request, token: str, _: Annotated[Principal, requi
 
 
 @ws_router.websocket("/ws/track/{token}")
-async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal, require(Permission.PUBLIC)]):
+async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal, ws_require(Permission.PUBLIC)]):
     """Pushes {type: "update", status, eta: {earliest, latest}, position: {lat, lng, exact, ...}} as the driver moves."""
     app = websocket.app
     link = await links.resolve(app.state.pg_pool, token=token)

@@ -1,0 +1,147 @@
+"""Tracking over HTTP and WebSocket: the driver socket and offline batch, fleet positions, refusal counts, customer tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+
+import orjson
+import pytest_asyncio
+import uvicorn
+import websockets
+
+from core.rbac import Role
+from tests.tracking.conftest import free_port, ping
+from tracking import eta, links
+from tracking.api import customer_view
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def server(app):
+    """The session's app on a real port (WebSockets need a server); lifespan already runs in the app fixture."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="websockets"))
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:
+        await asyncio.sleep(0.02)
+    yield f"127.0.0.1:{port}"
+    srv.should_exit = True
+    await task
+
+
+async def _driver(app, make_account):
+    acc = await make_account(Role.DRIVER)
+    did = await app.state.pg_pool.fetchval("SELECT id FROM drivers WHERE user_id = $1", acc.user_id)
+    if did is None:
+        did = await app.state.pg_pool.fetchval(
+            "INSERT INTO drivers (user_id, display_name, phone, active) VALUES ($1, 'Test Driver', '', true) RETURNING id",
+            acc.user_id)
+    return acc, did
+
+
+async def test_offline_batch_is_stored_with_a_result_per_ping(app, client, make_account):
+    acc, d = await _driver(app, make_account)
+    t = time.time()
+    pings = [ping(d, i, ts=t - 100 + i, lat=60.17 + i * 1e-5) for i in range(5)] + [ping(d, 2, ts=t - 98), {"seq": 9}]
+    r = await client.post("/v1/tracking/me/pings", json=pings, headers=acc.headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 5 and body["rejected"] == {"duplicate": 1, "schema": 1}
+    assert [x["status"] for x in body["results"]] == ["accepted"] * 5 + ["accepted", "rejected"]  # seq 2 is stored
+    again = (await client.post("/v1/tracking/me/pings", json=pings[:2], headers=acc.headers)).json()
+    assert [x["status"] for x in again["results"]] == ["duplicate", "duplicate"]
+    counts = (await client.get("/v1/tracking/me/rejections", headers=acc.headers)).json()
+    assert counts == {"driver_id": d, "counts": {"duplicate": 3, "schema": 1}}
+
+
+async def test_only_drivers_upload_and_only_fleet_staff_read_positions(client, make_account):
+    cust = await make_account(Role.CUSTOMER)
+    assert (await client.post("/v1/tracking/me/pings", json=[], headers=cust.headers)).status_code == 403
+    assert (await client.get("/v1/tracking/positions", headers=cust.headers)).status_code == 403
+
+
+async def test_driver_websocket_acknowledges_each_frame_after_storing(app, server, client, make_account):
+    acc, d = await _driver(app, make_account)
+    async with websockets.connect(f"ws://{server}/ws/driver", additional_headers=acc.headers) as ws:
+        await ws.send(orjson.dumps(ping(d, 1)).decode())
+        assert orjson.loads(await ws.recv()) == {"accepted": [1], "duplicates": [], "rejected": []}
+        await ws.send(orjson.dumps([ping(d, 1), ping(d, 2, lat=95)]).decode())
+        assert orjson.loads(await ws.recv()) == {"accepted": [], "duplicates": [1], "rejected": [{"seq": 2, "reason": "lat_range"}]}
+    dispatcher = await make_account(Role.DISPATCHER)
+    rows = (await client.get("/v1/tracking/positions", headers=dispatcher.headers)).json()
+    assert any(r["driver_id"] == d and r["seq"] == 1 for r in rows)
+    counts = (await client.get(f"/v1/tracking/drivers/{d}/rejections", headers=dispatcher.headers)).json()["counts"]
+    assert counts == {"duplicate": 1, "lat_range": 1}
+
+
+async def test_driver_websocket_needs_a_driver_token(server, make_account):
+    cust = await make_account(Role.CUSTOMER)
+    for headers in (cust.headers, {}):
+        try:
+            async with websockets.connect(f"ws://{server}/ws/driver", additional_headers=headers) as ws:
+                await ws.recv()
+            raise AssertionError("a non-driver got a driver socket")
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 403
+
+
+def test_customer_sees_a_coarse_position_until_the_driver_is_within_n_stops():
+    upd = {"lat": 60.17123, "lng": 24.94123, "ts": 1000.0, "heading_deg": 90.0,
+           "stops": [{"stop_id": "a", "order_id": "o1", "index": 0, "status": "pending", "eta_earliest": 1100, "eta_latest": 1300},
+                     {"stop_id": "b", "order_id": "o2", "index": 1, "status": "pending", "eta_earliest": 1500, "eta_latest": 1800},
+                     {"stop_id": "c", "order_id": "o3", "index": 2, "status": "pending", "eta_earliest": 2000, "eta_latest": 2600}]}
+    near = customer_view(upd, order_id="o1", exact_within=2)
+    assert near["position"]["exact"] and near["position"]["lat"] == 60.17123 and near["status"] == "arriving"
+    far = customer_view(upd, order_id="o3", exact_within=2)
+    assert not far["position"]["exact"] and far["position"]["heading_deg"] is None
+    assert abs(far["position"]["lat"] - 60.17123) > 1e-4 and far["eta"] == {"earliest": 2000, "latest": 2600}
+    assert far["stops_before"] == 2 and far["status"] == "on_the_way"
+
+
+async def test_tracking_link_expires_after_delivery_plus_grace(pool):
+    now = dt.datetime.now(dt.UTC)
+    token = await links.issue(pool, order_id="order-exp", ttl_s=86400, now=now - dt.timedelta(hours=3))
+    assert len(token) >= 43 and (await links.resolve(pool, token=token))["order_id"] == "order-exp"
+    assert await links.resolve(pool, token=token + "x") is None
+    await links.mark_delivered(pool, order_id="order-exp", at=now - dt.timedelta(hours=2), grace_s=3600)
+    assert await links.resolve(pool, token=token) is None  # delivered 2 h ago, grace 1 h
+    assert await links.resolve(pool, token=token, now=now - dt.timedelta(hours=1, minutes=30)) is not None
+
+
+async def test_customer_websocket_gets_position_eta_and_status_as_the_driver_moves(app, server, client, make_account, settings):
+    acc, d = await _driver(app, make_account)
+    staff = await make_account(Role.DISPATCHER)
+    order = f"order-{d}"
+    stops = [{"stop_id": f"s-{d}-1", "order_id": f"other-{d}", "lat": 60.1750, "lng": 24.9400},
+             {"stop_id": f"s-{d}-2", "order_id": order, "lat": 60.1800, "lng": 24.9450}]
+    r = await client.put(f"/v1/tracking/drivers/{d}/plan", json={"version": 1, "stops": stops}, headers=staff.headers)
+    assert r.status_code == 204, r.text
+    link = (await client.post("/v1/tracking/links", json={"order_id": order}, headers=staff.headers)).json()
+    assert (await client.get(f"/v1/tracking/links/{link['token']}", headers={})).json()["status"] == "scheduled"  # no fix yet
+    async with websockets.connect(f"ws://{server}{link['ws_path']}") as watcher:
+        first = orjson.loads(await asyncio.wait_for(watcher.recv(), 5))
+        assert first["order_id"] == order
+        r = await client.post("/v1/tracking/me/pings", json=[ping(d, 1, lat=60.1700, lng=24.9350)], headers=acc.headers)
+        assert r.json()["accepted"] == 1
+        upd = orjson.loads(await asyncio.wait_for(watcher.recv(), 5))
+        assert upd["status"] == "on_the_way" and upd["stops_before"] == 1
+        assert upd["eta"]["earliest"] < upd["eta"]["latest"]
+        assert upd["position"]["exact"] is (1 < settings.tracking_exact_within_stops)
+    # An unknown token is refused at the handshake (closed before accept: HTTP 403).
+    try:
+        async with websockets.connect(f"ws://{server}/ws/track/not-a-token") as bad:
+            await asyncio.wait_for(bad.recv(), 5)
+        raise AssertionError("an unknown token was served")
+    except websockets.InvalidStatus as exc:
+        assert exc.response.status_code == 403
+
+
+def test_eta_intervals_follow_the_plan_order_and_skip_done_stops():
+    stops = [{"stop_id": "a", "lat": 60.0, "lng": 24.0, "status": "done"},
+             {"stop_id": "b", "lat": 60.01, "lng": 24.0, "service_s": 60},
+             {"stop_id": "c", "lat": 60.02, "lng": 24.0}]
+    out = eta.compute(stops, lat=60.0, lng=24.0, now=0.0)
+    assert [e.stop_id for e in out] == ["b", "c"] and out[0].eta_s < out[1].eta_s
+    assert all(e.earliest < e.eta_s < e.latest for e in out)
