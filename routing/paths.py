@@ -76,12 +76,16 @@ def route(
     max_snap_m: float | None = snap_mod.DEFAULT_MAX_DISTANCE_M,
 ) -> Path:
     """The fastest path from `origin` to `destination`: (lat, lng) pairs or 1-element `Snapped`."""
-    o = origin if isinstance(origin, snap_mod.Snapped) else snap_mod.snap(g, origin[0], origin[1], max_distance_m=max_snap_m)
-    d = (
-        destination
-        if isinstance(destination, snap_mod.Snapped)
-        else snap_mod.snap(g, destination[0], destination[1], max_distance_m=max_snap_m)
-    )
+    if isinstance(origin, snap_mod.Snapped) and isinstance(destination, snap_mod.Snapped):
+        o, d = origin, destination
+    elif isinstance(origin, snap_mod.Snapped) or isinstance(destination, snap_mod.Snapped):
+        o = origin if isinstance(origin, snap_mod.Snapped) else snap_mod.snap(g, origin[0], origin[1], max_distance_m=max_snap_m)
+        d = destination if isinstance(destination, snap_mod.Snapped) else snap_mod.snap(
+            g, destination[0], destination[1], max_distance_m=max_snap_m
+        )
+    else:  # one snap call for both ends: half the fixed cost of a k-d tree query
+        both = snap_mod.snap(g, [origin[0], destination[0]], [origin[1], destination[1]], max_distance_m=max_snap_m)
+        o, d = both[0], both[1]
     sn, st, sd = matrix.source_seeds(g, o)
     tn, tt, td = matrix.target_seeds(g, d)
     m, c = g.metric, g.cch
@@ -89,9 +93,11 @@ def route(
         c.up_indptr, c.up_head, c.parent, m.up_time, m.up_dist, m.down_time, m.down_dist,
         sn[0], st[0], sd[0], tn[0], tt[0], td[0],
     )
-    rows, _cols, ts, ds = matrix.same_street(g, o, d)
-    if len(rows) and ts[0] <= best_t:
-        return _direct(g, o, d, float(ts[0]), float(ds[0]))
+    oe0, de0 = int(o.edge[0]), int(d.edge[0])
+    if oe0 == de0 or oe0 == int(g.twin[de0]):  # same street piece: driving straight along it may win
+        rows, _cols, ts, ds = matrix.same_street(g, o, d)
+        if len(rows) and ts[0] <= best_t:
+            return _direct(g, o, d, float(ts[0]), float(ds[0]))
     if meet < 0 or not np.isfinite(best_t):
         raise NoPathError("no drivable path between the two points")
     middle = ch.unpack(c.up_indptr, c.up_head, m.up_mid, m.down_mid, m.up_edge, m.down_edge, up_arcs, down_arcs)
@@ -120,11 +126,17 @@ def route(
         lats.append(la)
         lngs.append(ln)
         edges.append(first_edge)
-    for e in middle.tolist():
-        la, ln = _edge_piece(g, e, 0.0, 1.0)
-        lats.append(la[1:] if lats else la)
-        lngs.append(ln[1:] if lngs else ln)
-        edges.append(e)
+    if len(middle):
+        # Whole edges: one gather of all their vertices, dropping each edge's first
+        # vertex (the previous edge's last) except for the very first one.
+        starts = g.geom_indptr[middle] + 1
+        counts = g.geom_indptr[middle + 1] - starts
+        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        if not lats:
+            idx = np.concatenate([[starts[0] - 1], idx])
+        lats.append(g.geom_lat[idx])
+        lngs.append(g.geom_lng[idx])
+        edges.extend(middle.tolist())
     if last_edge >= 0 and last_frac > 0.0:
         la, ln = _edge_piece(g, last_edge, 0.0, last_frac)
         lats.append(la[1:] if lats else la)
