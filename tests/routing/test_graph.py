@@ -168,3 +168,51 @@ def test_corrupt_cache_directory_is_refused(tmp_path):
     (tmp_path / "g" / graph.GRAPH_FILE).write_bytes(b"garbage")
     with pytest.raises(graph.GraphError, match="corrupt"):
         graph.read_dir(tmp_path / "g")
+
+
+def _osm_xml(ways: str) -> str:
+    """Four nodes on a line ~111 m apart, plus the given ways."""
+    nodes = "".join(f'<node id="{i}" lat="0" lon="{0.001 * i}"/>' for i in range(1, 6))
+    return f'<?xml version="1.0"?><osm version="0.6">{nodes}{ways}</osm>'
+
+
+def _way(wid, refs, **tags):
+    nds = "".join(f'<nd ref="{r}"/>' for r in refs)
+    tg = "".join(f'<tag k="{k}" v="{v}"/>' for k, v in tags.items())
+    return f'<way id="{wid}">{nds}{tg}</way>'
+
+
+def test_reader_applies_osmnx_drive_filter_and_oneway_rules(tmp_path):
+    from routing import osm
+
+    f = tmp_path / "t.osm"
+    f.write_text(
+        _osm_xml(
+            _way(1, [1, 2], highway="residential")
+            + _way(2, [2, 3], highway="residential", oneway="-1")
+            + _way(3, [3, 4], highway="primary", junction="roundabout", maxspeed="70")
+            + _way(4, [4, 5], highway="residential", access="private")
+            + _way(5, [1, 5], highway="footway")
+            + _way(6, [1, 3], highway="service", service="parking_aisle")
+        )
+    )
+    raw = osm.read(f)
+    pairs = {(int(raw.node_osm_id[u]), int(raw.node_osm_id[v])): (fw, bw) for u, v, fw, bw in zip(raw.u, raw.v, raw.forward, raw.backward)}
+    assert pairs == {(1, 2): (True, True), (2, 3): (False, True), (3, 4): (True, False)}
+    assert list(raw.maxspeed) == [None, None, "70"]
+
+
+def test_simplification_merges_chains_with_equal_speed_and_class_only(tmp_path):
+    f = tmp_path / "t.osm"
+    f.write_text(
+        _osm_xml(
+            _way(1, [1, 2, 3], highway="residential")  # 2 is a pass-through node: merged away
+            + _way(2, [3, 4], highway="primary")  # class changes at 3: 3 stays a node
+            + _way(3, [4, 5, 1], highway="primary")  # closes the ring
+        )
+    )
+    g = graph.build(f, progress=False)
+    assert sorted(g.node_osm_id.tolist()) == [1, 3]  # 2 and 4 are pass-through nodes
+    res = g.road_class == speeds.CLASS_INDEX["residential"]
+    assert np.all(np.diff(g.geom_indptr)[res] == 3)  # the merged edge keeps node 2's vertex
+    np.testing.assert_allclose(g.length_m[res], 2 * graph.haversine_m(0, 0, 0, 0.001), rtol=1e-5)
