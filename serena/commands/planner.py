@@ -92,7 +92,7 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
 
 
 @app.callback(invoke_without_command=True)
-def planner_cmd() -> None:
+def planner_cmd(mqtt: bool = typer.Option(True, help="publish task lists to MQTT too (they always go to Redis for WebSockets)")) -> None:
     """Run the planner until Ctrl-C (one leader per region; more replicas stand by)."""
     from core import logging as slog
     from serena.commands.platform import settings_or_exit
@@ -105,6 +105,6 @@ def planner_cmd() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_planner(settings, stop=stop)
+        await run_planner(settings, stop=stop, mqtt=mqtt)
 
     asyncio.run(main())
