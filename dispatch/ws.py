@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from contextlib import asynccontextmanager
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from fastapi.security import HTTPAuthorizationCredentials
 
 from core.errors import AuthError
@@ -30,16 +29,11 @@ CLOSE_UNAUTHENTICATED = 4401  # 4000-4999: application codes; mirrors HTTP 401
 CLOSE_FORBIDDEN = 4403  # mirrors HTTP 403
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    """Stop this process's feed loop on shutdown (it starts with the first watcher)."""
-    yield
-    feed = getattr(app.state, "fleet_feed", None)
-    if feed is not None:
-        await feed.stop()
-
-
-router = APIRouter(tags=["fleet"], lifespan=lifespan)
+# serena/app.py adds these routes with `app.router.routes.extend(router.routes)`, not include_router:
+# with FastAPI 0.165 a WebSocket route inside an included router shows up in
+# `serena.deps.iter_routes` with an empty path and no dependant, which the RBAC test trips on.
+# The feed loop needs no shutdown hook: it stops when its last watcher's handler ends.
+router = APIRouter(tags=["fleet"])
 
 
 def ws_require(permission: Permission):

@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from dispatch import api as dispatch_api
 
     app.include_router(dispatch_api.router)
+    app.router.routes.extend(importlib.import_module("dispatch.ws").router.routes)  # see dispatch/ws.py: not include_router
     try:
         pages = importlib.import_module("serena.web.pages")
     except ModuleNotFoundError as exc:

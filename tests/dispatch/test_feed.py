@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -67,8 +68,6 @@ def test_a_watcher_that_falls_behind_gets_a_snapshot_instead_of_old_deltas():
         w.offer(f"delta {i}")
     assert w.resync and w.dropped == feedmod.QUEUE_FRAMES
 
-    import asyncio
-
     assert asyncio.run(w.next(FakeFeed())) == "SNAPSHOT"
     w.offer("delta after")
     assert asyncio.run(w.next(FakeFeed())) == "delta after"
@@ -120,15 +119,13 @@ async def test_a_replan_published_by_the_planner_is_announced_to_watchers(redis,
     w = await feed.watch()
     try:
         assert orjson.loads(await w.next(feed))["type"] == "snapshot"
-        await pool.execute("INSERT INTO dispatch_plans (region, reason, planner_id, routes, unassigned, objective)"
-                           " VALUES ('feedtest', 'test', 't', '{}', '{}', 0)")
+        await pool.execute("INSERT INTO dispatch_plans (region, reason, planner_id, routes, unassigned, objective, churn, solve_ms)"
+                           " VALUES ('feedtest', 'test', 't', '{}', '{}', 0, 0, 0)")
         # The tables are only re-checked on a notice (check_every_s is an hour here): the planner's publication is one.
         await redis.publish(f"{prefix}tasks:12345", b"{}")
         deadline = time.monotonic() + 5
         msg = None
         while time.monotonic() < deadline:
-            import asyncio
-
             try:
                 msg = orjson.loads(await asyncio.wait_for(w.next(feed), 0.5))
             except TimeoutError:
