@@ -57,7 +57,7 @@ def info(
     from routing import graph
 
     with clean_errors():
-        g = graph.load(graph.default_city_file() if directory == "default" else directory)
+        g = graph.load(None if directory == "default" else directory)
         summary = g.info()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
