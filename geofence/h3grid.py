@@ -89,7 +89,6 @@ _FACE_AXIS_AZ_CII = np.array(
     ]
 )
 
-_M_2PI = 6.28318530717958647692528676655900576839433
 _M_AP7_ROT_RADS = 0.333473172251832115336090755351601070065900389
 _RES0_U_GNOMONIC = 0.38196601125010500003
 _M_SQRT7 = 2.6457513110645905905016157536392604257102
@@ -102,15 +101,8 @@ EARTH_RADIUS_M = 6371007.180918475  # H3's authalic radius
 _IJK_BITS = 19
 MAX_RESOLUTION = 12
 NO_KEY = np.int64(-1)
-
-
-@numba.njit(cache=True, inline="always")
-def _pos_angle(a: float) -> float:
-    tmp = a + _M_2PI if a < 0.0 else a
-    if a >= _M_2PI:
-        tmp -= _M_2PI
-    return tmp
-
+# sqrt(7)^res / RES0_U_GNOMONIC: hex2d units of resolution `res` per unit of tan(r)
+_RES_SCALE = np.array([_M_SQRT7 ** r / _RES0_U_GNOMONIC for r in range(MAX_RESOLUTION + 1)])
 
 # Per-face constants so the kernel needs only sin/cos of the point's lat and lng:
 # sin/cos of the face centre, and of the i-axis azimuth (pre-rotated for Class III).
@@ -121,27 +113,40 @@ _FACE_COS_LNG = np.cos(_FACE_CENTER_GEO[:, 1])
 _AXIS_COS = np.stack([np.cos(_FACE_AXIS_AZ_CII), np.cos(_FACE_AXIS_AZ_CII - _M_AP7_ROT_RADS)])
 _AXIS_SIN = np.stack([np.sin(_FACE_AXIS_AZ_CII), np.sin(_FACE_AXIS_AZ_CII - _M_AP7_ROT_RADS)])
 
+# sin/cos by table + Taylor: libm's sin/cos cost ~10x more. Angles are split as
+# k/64 + d with |d| <= 1/128; k/64 is exact in binary, the table holds sin/cos(k/64),
+# and the Taylor series in d below are accurate to ~1e-16 (the first dropped terms
+# are below 1e-20), so results match libm to a few ulps.
+_TRIG_STEPS_PER_RAD = 64.0
+_TRIG_OFFSET = 256  # covers |angle| <= 4 rad
+_TRIG_SIN = np.sin((np.arange(2 * _TRIG_OFFSET + 1) - _TRIG_OFFSET) / _TRIG_STEPS_PER_RAD)
+_TRIG_COS = np.cos((np.arange(2 * _TRIG_OFFSET + 1) - _TRIG_OFFSET) / _TRIG_STEPS_PER_RAD)
 
-@numba.njit(cache=True)
-def face_ijk_key(lat_rad: float, lng_rad: float, res: int, guard_sin: float) -> tuple[int, bool]:
-    """(key, near_face_edge) for one point; key packs H3's (face, i, j, k) at `res`.
+# Face lookup by 1-degree tile: the closest-face search over 20 faces was the other
+# half of the kernel. A tile gets a face only if its centre is farther from every
+# face edge than the tile's radius plus the face-edge guard, which makes the face
+# right for every point of the tile and those points not "near" (see face_table).
+_TILE_RADIUS_RAD = math.radians(0.8)  # >= the centre-to-corner distance of a 1x1 degree tile
 
-    Same geometry as H3's _geoToHex2d, rearranged to avoid acos/atan2/tan: the
-    gnomonic radius tan(acos(c)) is sqrt(1-c^2)/c, and (cos, sin) of the angle from
-    the face's i-axis come from rotating the azimuth vector. This changes results
-    only in the last bits, i.e. for points nanometres from a hexagon edge, which the
-    cover's safety margin (see zones.py) absorbs.
-    """
-    sin_lat = math.sin(lat_rad)
-    cos_lat = math.cos(lat_rad)
-    sin_lng = math.sin(lng_rad)
-    cos_lng = math.cos(lng_rad)
-    x = cos_lng * cos_lat
-    y = sin_lng * cos_lat
-    z = sin_lat
+
+@numba.njit(cache=True, inline="always")
+def _sincos(a: float) -> tuple[float, float]:
+    k = int(math.floor(a * _TRIG_STEPS_PER_RAD + 0.5))
+    d = a - k / _TRIG_STEPS_PER_RAD
+    d2 = d * d
+    sd = d * (1.0 - d2 / 6.0 * (1.0 - d2 / 20.0 * (1.0 - d2 / 42.0)))
+    cd = 1.0 - d2 / 2.0 * (1.0 - d2 / 12.0 * (1.0 - d2 / 30.0 * (1.0 - d2 / 56.0)))
+    sk = _TRIG_SIN[k + _TRIG_OFFSET]
+    ck = _TRIG_COS[k + _TRIG_OFFSET]
+    return sk * cd + ck * sd, ck * cd - sk * sd
+
+
+@numba.njit(cache=True, inline="always")
+def _closest_faces(x: float, y: float, z: float) -> tuple[int, float, float]:
+    """(closest face, its squared chord distance, the second smallest one)."""
     face = 0
     sqd = 5.0
-    sqd2 = 5.0  # second closest, for the face-edge guard
+    sqd2 = 5.0
     for f in range(20):
         dx = _FACE_CENTER_XYZ[f, 0] - x
         dy = _FACE_CENTER_XYZ[f, 1] - y
@@ -153,32 +158,67 @@ def face_ijk_key(lat_rad: float, lng_rad: float, res: int, guard_sin: float) -> 
             face = f
         elif d < sqd2:
             sqd2 = d
-    # Distance to the bisector of two unit vectors a, b is asin((|p-b|^2-|p-a|^2)/(2|a-b|))
-    # and |a-b| <= 2, so this is a lower bound on the distance to any face edge.
-    near_edge = (sqd2 - sqd) * 0.25 < guard_sin
-    half = sqd * 0.5
-    c = 1.0 - half  # cos of the angular distance to the face centre
-    sin_r = math.sqrt(half * (2.0 - half))
-    if sin_r < _EPSILON:
+    return face, sqd, sqd2
+
+
+@numba.njit(cache=True)
+def face_ijk_key(lat_rad: float, lng_rad: float, res: int, guard_sin: float,
+                 tiles: np.ndarray) -> tuple[int, bool]:
+    """(key, near_face_edge) for one point; key packs H3's (face, i, j, k) at `res`.
+
+    Same geometry as H3's _geoToHex2d, rearranged to avoid acos/atan2/tan: the
+    gnomonic radius tan(acos(c)) is sqrt(1-c^2)/c, and (cos, sin) of the angle from
+    the face's i-axis come from rotating the azimuth vector. This changes results
+    only in the last bits, i.e. for points nanometres from a hexagon edge, which the
+    cover's safety margin (see zones.py) absorbs. `tiles` is face_table(res).
+    """
+    sin_lat, cos_lat = _sincos(lat_rad)
+    sin_lng, cos_lng = _sincos(lng_rad)
+    x = cos_lng * cos_lat
+    y = sin_lng * cos_lat
+    z = sin_lat
+    ti = int(math.floor(lat_rad * (180.0 / math.pi))) + 90
+    tj = int(math.floor(lng_rad * (180.0 / math.pi))) + 180
+    face = -1
+    if 0 <= ti < 180 and 0 <= tj < 360:
+        face = tiles[ti, tj]
+    if face >= 0:
+        dx = _FACE_CENTER_XYZ[face, 0] - x
+        dy = _FACE_CENTER_XYZ[face, 1] - y
+        dz = _FACE_CENTER_XYZ[face, 2] - z
+        sqd = dx * dx + dy * dy + dz * dz
+        near_edge = False
+    else:
+        face, sqd, sqd2 = _closest_faces(x, y, z)
+        # Distance to the bisector of unit vectors a, b is asin((|p-b|^2-|p-a|^2)/(2|a-b|))
+        # and |a-b| <= 2, so this is a lower bound on the distance to any face edge.
+        near_edge = (sqd2 - sqd) * 0.25 < guard_sin
+    half = sqd * 0.5  # 1 - cos(r), r the angular distance to the face centre
+    c = 1.0 - half
+    sin2_r = half * (2.0 - half)
+    if sin2_r < _EPSILON * _EPSILON:
         vx = 0.0
         vy = 0.0
     else:
-        r = sin_r / c / _RES0_U_GNOMONIC  # gnomonic tan(r), in res-0 units
-        for _ in range(res):
-            r *= _M_SQRT7
         # azimuth from the face centre to the point, as an unnormalised (sin, cos) pair
         sin_dlng = sin_lng * _FACE_COS_LNG[face] - cos_lng * _FACE_SIN_LNG[face]
         cos_dlng = cos_lng * _FACE_COS_LNG[face] + sin_lng * _FACE_SIN_LNG[face]
         az_s = cos_lat * sin_dlng
         az_c = _FACE_COS_LAT[face] * sin_lat - _FACE_SIN_LAT[face] * cos_lat * cos_dlng
-        h = math.sqrt(az_s * az_s + az_c * az_c)
+        # gnomonic radius tan(r) in res-0 units, scaled to `res`, over |azimuth vector|
+        rh = math.sqrt(sin2_r / (az_s * az_s + az_c * az_c)) / c * _RES_SCALE[res]
         cls3 = res % 2
         ca = _AXIS_COS[cls3, face]
         sa = _AXIS_SIN[cls3, face]
         # theta = axis - azimuth
-        vx = r * (ca * az_c + sa * az_s) / h
-        vy = r * (sa * az_c - ca * az_s) / h
-    # _hex2dToCoordIJK
+        vx = rh * (ca * az_c + sa * az_s)
+        vy = rh * (sa * az_c - ca * az_s)
+    return _hex2d_key(face, vx, vy), near_edge
+
+
+@numba.njit(cache=True, inline="always")
+def _hex2d_key(face: int, vx: float, vy: float) -> int:
+    """H3's _hex2dToCoordIJK + _ijkNormalize, packed with the face into one int64."""
     a1 = abs(vx)
     a2 = abs(vy)
     x2 = a2 * _M_RSIN60
@@ -210,7 +250,6 @@ def face_ijk_key(lat_rad: float, lng_rad: float, res: int, guard_sin: float) -> 
         i = i - (2 * j + 1) // 2
         j = -j
     k = 0
-    # _ijkNormalize
     if i < 0:
         j -= i
         k -= i
@@ -228,21 +267,21 @@ def face_ijk_key(lat_rad: float, lng_rad: float, res: int, guard_sin: float) -> 
         i -= mn
         j -= mn
         k -= mn
-    key = (np.int64(face) << (3 * _IJK_BITS)) | (np.int64(i) << (2 * _IJK_BITS)) | (
-        np.int64(j) << _IJK_BITS
-    ) | np.int64(k)
-    return key, near_edge
+    return (np.int64(face) << (3 * _IJK_BITS)) | (np.int64(i) << (2 * _IJK_BITS)) | (
+        np.int64(j) << _IJK_BITS) | np.int64(k)
+
 
 
 @numba.njit(cache=True)
-def keys_for_points(lat_deg: np.ndarray, lng_deg: np.ndarray, res: int, guard_sin: float):
+def keys_for_points(lat_deg: np.ndarray, lng_deg: np.ndarray, res: int, guard_sin: float,
+                    tiles: np.ndarray):
     """Vectorised `face_ijk_key` over arrays of degrees."""
     n = lat_deg.shape[0]
     keys = np.empty(n, dtype=np.int64)
     near = np.empty(n, dtype=np.bool_)
     d2r = math.pi / 180.0
     for p in range(n):
-        keys[p], near[p] = face_ijk_key(lat_deg[p] * d2r, lng_deg[p] * d2r, res, guard_sin)
+        keys[p], near[p] = face_ijk_key(lat_deg[p] * d2r, lng_deg[p] * d2r, res, guard_sin, tiles)
     return keys, near
 
 
@@ -252,3 +291,31 @@ def face_edge_guard_sin(*, res: int) -> float:
 
     edge_m = h3.average_hexagon_edge_length(res, unit="m")
     return math.sin(4.0 * edge_m / EARTH_RADIUS_M)
+
+
+_FACE_TABLES: dict[int, np.ndarray] = {}
+
+
+def face_table(*, res: int) -> np.ndarray:
+    """int8 (180, 360): the face of every point of each 1-degree tile, or -1 if not sure.
+
+    A tile qualifies when its centre's lower bound on the distance to any face edge,
+    asin((sqd2 - sqd1) / 4), exceeds the tile radius plus the guard distance: then
+    every point of the tile has the same closest face and is not near an edge.
+    """
+    table = _FACE_TABLES.get(res)
+    if table is None:
+        lat = np.radians(np.arange(180) - 89.5)[:, None] * np.ones((1, 360))
+        lng = np.radians(np.arange(360) - 179.5)[None, :] * np.ones((180, 1))
+        xyz = np.stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)], axis=-1)
+        sqd = ((xyz[:, :, None, :] - _FACE_CENTER_XYZ[None, None, :, :]) ** 2).sum(axis=-1)
+        order = np.sort(sqd, axis=-1)
+        bound_rad = np.arcsin(np.clip((order[..., 1] - order[..., 0]) / 4.0, 0.0, 1.0))
+        guard_rad = math.asin(min(1.0, face_edge_guard_sin(res=res)))
+        ok = bound_rad > _TILE_RADIUS_RAD + guard_rad
+        table = np.where(ok, np.argmin(sqd, axis=-1), -1).astype(np.int8)
+        # Tiles touching the poles are skipped: there a tile's radius is not 0.8 deg.
+        table[0, :] = -1
+        table[-1, :] = -1
+        _FACE_TABLES[res] = table
+    return table

@@ -190,7 +190,8 @@ def _cover_zone(geom: Polygon | MultiPolygon, edges: np.ndarray, res: int) -> _C
         shapely.prepare(shrunk)
         interior = shapely.contains(shrunk, polys)
     centers = np.array([h3n.cell_to_latlng(c) for c in cand])
-    keys, _ = h3grid.keys_for_points(centers[:, 0].copy(), centers[:, 1].copy(), res, 0.0)
+    keys, _ = h3grid.keys_for_points(centers[:, 0].copy(), centers[:, 1].copy(), res, 0.0,
+                                     h3grid.face_table(res=res))
     # Edges that can cross the eastward ray of a point in a boundary cell: those
     # spanning the cell's latitude range and not wholly west of it (margin-grown).
     bounds = np.array([[b[:, 0].min(), b[:, 1].min(), b[:, 0].max(), b[:, 1].max()]
@@ -247,7 +248,7 @@ def _build_hash(keys: np.ndarray, capacity: int):
 
 
 @numba.njit(cache=True)
-def _rows_for_points(lat_deg, lng_deg, res, guard_sin, bbox, table_keys, table_rows, rows):
+def _rows_for_points(lat_deg, lng_deg, res, guard_sin, tiles, bbox, table_keys, table_rows, rows):
     """Cover row per point: >= 0 a cover cell, -1 none, -2 near a face edge (resolve in Python)."""
     mask = table_keys.shape[0] - 1
     d2r = math.pi / 180.0
@@ -258,7 +259,7 @@ def _rows_for_points(lat_deg, lng_deg, res, guard_sin, bbox, table_keys, table_r
         if not (la >= bbox[1] and la <= bbox[3] and ln >= bbox[0] and ln <= bbox[2]):
             rows[p] = -1
             continue
-        key, near = h3grid.face_ijk_key(la * d2r, ln * d2r, res, guard_sin)
+        key, near = h3grid.face_ijk_key(la * d2r, ln * d2r, res, guard_sin, tiles)
         if near:
             rows[p] = -2
             continue
@@ -380,6 +381,7 @@ class ZoneIndex:
             raise ValueError(f"resolution must be in 0..{h3grid.MAX_RESOLUTION}")
         self.resolution = resolution
         self._guard_sin = h3grid.face_edge_guard_sin(res=resolution)
+        self._face_table = h3grid.face_table(res=resolution)
         self._prepared: dict[str, _Prepared] = {}
         self._tables: dict[str, Any] | None = None
         for zone in zones:
@@ -510,7 +512,8 @@ class ZoneIndex:
         t = self._assemble()
         n = len(lat)
         rows = np.empty(n, dtype=np.int32)
-        _rows_for_points(lat, lng, self.resolution, self._guard_sin, t["bbox"], t["table_keys"],
+        _rows_for_points(lat, lng, self.resolution, self._guard_sin, self._face_table, t["bbox"],
+                         t["table_keys"],
                          t["table_rows"], rows)
         near = np.flatnonzero(rows == -2)
         if len(near):

@@ -136,12 +136,12 @@ def test_add_remove_and_rebuild_change_answers():
 def test_points_near_an_icosahedron_face_edge_are_still_exact():
     # Berlin-sized zones sit far from face edges; put one on a face edge to exercise the
     # fallback to h3-py's own index.
-    from geofence.h3grid import face_edge_guard_sin, keys_for_points
+    from geofence.h3grid import face_edge_guard_sin, face_table, keys_for_points
 
     rng = np.random.default_rng(5)
     lat = rng.uniform(-60, 60, 200_000)
     lng = rng.uniform(-180, 180, 200_000)
-    _, near = keys_for_points(lat, lng, 9, face_edge_guard_sin(res=9))
+    _, near = keys_for_points(lat, lng, 9, face_edge_guard_sin(res=9), face_table(res=9))
     k = int(np.flatnonzero(near)[0])
     zone = Zone.circle(zone_id="edge", lat_deg=float(lat[k]), lng_deg=float(lng[k]), radius_m=500.0)
     index = ZoneIndex([zone])
