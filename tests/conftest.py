@@ -92,13 +92,16 @@ def db_url(worker_id_str: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(db_url: str, worker_id_str: str) -> Settings:
-    """Settings for tests: this worker's database, a Redis prefix of its own."""
+def settings(db_url: str, worker_id_str: str, tmp_path_factory) -> Settings:
+    """Settings for tests: this worker's database, a Redis prefix and a data directory of its own."""
+    data = tmp_path_factory.mktemp("serena-data")
     s = Settings(
         env="test",
         database_url=db_url,
         redis_url=REDIS_URL,
         redis_prefix=f"serena:test:{worker_id_str}:{uuid.uuid4().hex[:8]}:",
+        data_dir=data,
+        mosquitto_dir=data / "mosquitto",
     )
     get_settings.cache_clear()
     return s

@@ -9,12 +9,14 @@ from __future__ import annotations
 import secrets
 import uuid
 
-from fastapi import APIRouter, Query, Request
+import logging
+
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from geoalchemy2.shape import from_shape
 from shapely.geometry import MultiPolygon, shape
 from sqlalchemy import func, select
 
-from core import audit, identity
+from core import audit, identity, mqtt
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.models import AuditEntry, Depot, Driver, ServiceZone, User, Vehicle
 from core.rbac import Permission, Role
@@ -94,17 +96,30 @@ def _mqtt_hash(password: str) -> str | None:
     return broker.hash_mqtt_password(password)
 
 
+async def _sync_broker(app) -> None:
+    """After the commit: regenerate our broker's password file and ACL and make it reload."""
+    from serena import broker
+
+    try:
+        await broker.sync_broker_credentials(pool_or_session=app.state.pg_pool, settings=app.state.settings)
+    except Exception:  # the driver exists either way; the next sync (any driver change, `serena services up`) catches up
+        logging.getLogger("serena.api").exception("broker credential sync failed")
+
+
 @router.post("/drivers", response_model=DriverCreatedOut, status_code=201)
-async def create_driver(body: DriverCreateIn, request: Request, db: Db, principal=require(Permission.FLEET_WRITE)):
+async def create_driver(body: DriverCreateIn, request: Request, background: BackgroundTasks, db: Db,
+                        principal=require(Permission.FLEET_WRITE)):
     """Create a driver account with broker credentials of its own (the MQTT password is shown once)."""
     actor = await load_user(db, principal)
     mqtt_password = secrets.token_urlsafe(18)
     driver = await identity.create_driver(db=db, actor=actor, email=body.email, password=body.password,
                                           display_name=body.display_name, phone=body.phone,
                                           mqtt_password_hash=_mqtt_hash(mqtt_password))
-    request.state.broker_credentials_changed = True
+    # Background tasks run after the response, i.e. after this request's transaction committed,
+    # so the sync reads the new row.
+    background.add_task(_sync_broker, request.app)
     out = DriverOut.model_validate(driver).model_dump()
-    return DriverCreatedOut(**out, mqtt_username=f"driver-{driver.id}", mqtt_password=mqtt_password)
+    return DriverCreatedOut(**out, mqtt_username=mqtt.driver_username(driver.id), mqtt_password=mqtt_password)
 
 
 @router.get("/drivers", response_model=list[DriverOut])
