@@ -25,6 +25,8 @@ _GROUPS = [
     ("ingest", "ingest"),
     ("events", "events"),
     ("planner", "planner"),
+    ("users", "users"),
+    ("commerce", "commerce"),
 ]
 
 
