@@ -396,7 +396,14 @@ class ZoneIndex:
     # -- membership -------------------------------------------------------------------
 
     def add(self, zone: Zone) -> None:
-        """Add or replace a zone (by zone_id)."""
+        """Add or replace a zone (by zone_id); ZoneError if its geometry is not valid."""
+        if not zone.geometry.is_valid:
+            # A self-intersecting ring has no agreed inside (shapely answers by ray
+            # parity, PostGIS may differ) and its buffered cover would be meaningless.
+            from shapely.validation import explain_validity
+
+            raise ZoneError(f"zone {zone.zone_id!r}: invalid geometry ({explain_validity(zone.geometry)}); "
+                            "shapely.make_valid can repair it")
         edges = _ring_edges(zone.geometry)
         cover = _cover_zone(zone.geometry, edges, self.resolution)
         self._prepared[zone.zone_id] = _Prepared(zone=zone, edges=edges, cover=cover)

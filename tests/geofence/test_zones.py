@@ -191,3 +191,15 @@ def test_orientation_predicate_is_exact_for_nearly_collinear_points():
         assert orientation_index(ax, ay, bx, by, cx, cy) == want
     assert orientation_index(13.0, 52.0, 13.5, 52.25, 13.25, 52.125) == 0
     assert orientation_index(13.0, 52.0, 13.5, 52.25, 13.25, np.nextafter(52.125, 60.0)) == 1
+
+
+def test_invalid_geometry_is_refused_with_the_reason():
+    bowtie = shapely.Polygon([(13.0, 52.0), (13.1, 52.1), (13.1, 52.0), (13.0, 52.1)])
+    with pytest.raises(ZoneError, match="Self-intersection"):
+        ZoneIndex([Zone.from_geometry(zone_id="bowtie", geometry=bowtie)])
+
+
+def test_nan_points_are_in_no_zone():
+    index = ZoneIndex([Zone.circle(zone_id="c", lat_deg=LAT0, lng_deg=LNG0, radius_m=50.0)])
+    m = index.classify(lat_deg=np.array([np.nan, LAT0]), lng_deg=np.array([LNG0, np.nan]))
+    assert m.counts().tolist() == [0, 0]
