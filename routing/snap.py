@@ -156,8 +156,9 @@ def snap(g: Graph, lat, lng, *, max_distance_m: float | None = DEFAULT_MAX_DISTA
     along = ix.before[best_seg] + best_t * ix.seg_len[best_seg]
     el = ix.edge_len[edge]
     fraction = np.clip(np.where(el > 0, along / np.where(el > 0, el, 1), 0.0), 0.0, 1.0)
-    px = ix.ax[best_seg] + best_t * (ix.bx - ix.ax)[best_seg]
-    py = ix.ay[best_seg] + best_t * (ix.by - ix.ay)[best_seg]
+    ax, ay = ix.ax[best_seg], ix.ay[best_seg]
+    px = ax + best_t * (ix.bx[best_seg] - ax)
+    py = ay + best_t * (ix.by[best_seg] - ay)
     plat, plng = ix.unproject(px, py)
     return Snapped(
         edge=edge.astype(np.int32),
