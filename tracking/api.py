@@ -215,6 +215,7 @@ async def customer_snapshot(app, order_id: str, delivered: bool) -> dict:
     msg: dict[str, Any] = {"type": "update", "driver_id": d}
     if fix:
         msg.update(fix)
+        msg.pop("sent_at", None)  # a snapshot is not a fresh delivery of that fix
     if plan and fix:
         etas = eta.compute(plan["stops"], lat=fix["lat"], lng=fix["lng"], now=max(fix["ts"], time.time() - 3600))
         shown = await st.redis.hget(eta.Keys(prefix).eta, order_id)
@@ -286,7 +287,7 @@ async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal,
                 getter.cancel()
                 return
             if getter in done and queue is not None:
-                update = orjson.loads(getter.result())
+                update = getter.result()
                 view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
             else:
                 getter.cancel()

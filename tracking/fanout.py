@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections import defaultdict
 
+import orjson
 import redis.asyncio as aioredis
 
 from tracking import live
@@ -48,11 +49,15 @@ class Fanout:
                     ch = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
                     if not ch.startswith(prefix):
                         continue
-                    for q in list(self.watchers.get(int(ch[len(prefix):]), ())):
+                    queues = self.watchers.get(int(ch[len(prefix):]))
+                    if not queues:
+                        continue
+                    data = orjson.loads(msg["data"])  # once per message, not once per watcher
+                    for q in list(queues):
                         if q.full():
                             with contextlib.suppress(asyncio.QueueEmpty):
                                 q.get_nowait()
-                        q.put_nowait(msg["data"])
+                        q.put_nowait(data)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis restart: resubscribe everything
@@ -62,7 +67,7 @@ class Fanout:
                     await self.pubsub.subscribe(*(self.keys.driver(d) for d in self.watchers), self.keys.fleet + ":noop")
 
     async def watch(self, driver_id: int) -> asyncio.Queue:
-        """A queue receiving the raw JSON updates of `driver_id` until `unwatch`."""
+        """A queue receiving the updates (parsed dicts, shared: do not mutate) of `driver_id` until `unwatch`."""
         q: asyncio.Queue = asyncio.Queue(QUEUE_MAX)
         async with self._lock:
             await self._ensure()

@@ -1,0 +1,581 @@
+"""GPS ingest benchmark on real Mosquitto (our config), Redis and PostGIS.
+
+One run measures, on the same broker and the same offered load:
+
+1. raw baseline — paho subscribers on the shared subscription that do nothing with a message
+   (auto-PUBACK), i.e. what the MQTT client library and broker deliver on this machine;
+2. full pipeline — `serena ingest run` replicas (validate → match* → ETA/stop events →
+   PostGIS COPY → Redis live → customer push), acknowledging after the commit;
+   latency publish → stored is taken from the fleet feed, which ingest publishes right
+   after each batch's commit (the fix carries the publisher's `sent_at`);
+3. customer push — an API server with N customer WebSockets on /ws/track/{token} while
+   publishers offer a fixed rate; latency publish → customer's WebSocket.
+
+Lost = fixes the broker PUBACKed with reason 0 that are not in history; duplicated =
+history rows minus distinct (driver, seq) (the key makes it 0) — re-deliveries the key
+absorbed are reported separately. Publishers use the service account on the drivers'
+topics (per-driver broker logins would only add connection count, not message work).
+
+    python benchmarks/ingest.py                # defaults; prints a table
+    python benchmarks/ingest.py --json         # one JSON object
+    python benchmarks/ingest.py --messages 200000 --replicas 2 --watchers 10000 --customer-rate 5000
+
+(*) map matching runs only when SERENA_TRACKING_GRAPH is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg  # noqa: E402
+import paho.mqtt.client as paho  # noqa: E402
+import psycopg2  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+
+from core import migrate, mqtt  # noqa: E402
+from core.settings import Settings, load_settings  # noqa: E402
+from serena import broker  # noqa: E402
+
+BASE_LAT, BASE_LNG = 60.17, 24.94
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q / 100 * len(v)))]
+
+
+# --- publishers (separate processes) --------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def _str(b: bytes) -> bytes:
+    return len(b).to_bytes(2, "big") + b
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = (await reader.readexactly(1))[0]
+    mult, length = 1, 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        length += (b & 127) * mult
+        mult *= 128
+        if not b & 128:
+            break
+    return head, await reader.readexactly(length)
+
+
+async def _raw_publish(s: Settings, drivers: list[int], n: int, rate: float, seq0: int, t_start: float, conns: int) -> dict:
+    """A minimal MQTT v5 QoS 1 publisher on asyncio streams (paho's publisher thread tops out near 3-4k/s here).
+
+    It keeps at most the broker's Receive Maximum unacknowledged per connection, as the spec requires.
+    """
+    ep = mqtt.parse_mqtt_url(s.mqtt_url)
+    acks = {"ok": 0, "bad": 0}
+    root = s.mqtt_topic_root
+    nd = len(drivers)
+    per_conn = [range(i, n, conns) for i in range(conns)]
+
+    async def one(idx: int, items: range) -> None:
+        reader, writer = await asyncio.open_connection(ep.host, ep.port)
+        cid = f"bench-pub-{uuid.uuid4().hex[:10]}".encode()
+        body = _str(b"MQTT") + bytes([5, 0xC2]) + (60).to_bytes(2, "big") + b"\x00" + _str(cid) \
+            + _str(s.mqtt_service_username.encode()) + _str(s.mqtt_service_password.encode())
+        writer.write(b"\x10" + _varint(len(body)) + body)
+        head, connack = await _read_packet(reader)
+        assert head >> 4 == 2 and connack[1] == 0, f"CONNACK refused: {connack[1]}"
+        window = 20  # MQTT v5 default Receive Maximum is 65535; Mosquitto advertises max_inflight_messages
+        props = connack[2:]
+        i = 1 + (1 if props and props[0] < 128 else 2)
+        while i < len(props):
+            pid = props[i]
+            if pid == 0x21:
+                window = int.from_bytes(props[i + 1:i + 3], "big")
+                break
+            i += 1 + {0x11: 4, 0x12: None, 0x13: 2, 0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1}.get(pid, 0) \
+                if pid != 0x12 else 3 + int.from_bytes(props[i + 1:i + 3], "big")
+        sem = asyncio.Semaphore(window)
+        expected = len(items)
+        got = [0]
+        finished = asyncio.Event()
+
+        async def read_acks():
+            while got[0] < expected:
+                head, pk = await _read_packet(reader)
+                if head >> 4 == 4:  # PUBACK
+                    rc = pk[2] if len(pk) >= 3 else 0
+                    acks["ok" if rc == 0 else "bad"] += 1
+                    got[0] += 1
+                    sem.release()
+            finished.set()
+
+        rt = asyncio.create_task(read_acks())
+        t0 = time.time()
+        pid = 0
+        for k, i in enumerate(items):
+            if rate:
+                lag = t0 + k / (rate / conns) - time.time()
+                if lag > 0:
+                    await asyncio.sleep(lag)
+            await sem.acquire()
+            d = i % nd
+            seq = seq0 + i // nd
+            now = time.time()
+            payload = orjson.dumps({"seq": seq, "ts": now, "lat": BASE_LAT + (drivers[d] % 100) * 1e-3 + (seq % 100000) * 1e-7,
+                                    "lng": BASE_LNG + (drivers[d] // 100 % 100) * 1e-3, "accuracy_m": 5.0, "speed_mps": 8.0,
+                                    "heading_deg": 90.0, "sent_at": now})
+            pid = pid % 65535 + 1
+            var = _str(f"{root}/drivers/{drivers[d]}/location".encode()) + pid.to_bytes(2, "big") + b"\x00"
+            writer.write(b"\x32" + _varint(len(var) + len(payload)) + var + payload)
+            if k % 64 == 0:
+                await writer.drain()
+        await writer.drain()
+        await asyncio.wait_for(finished.wait(), 300)
+        rt.cancel()
+        writer.write(b"\xe0\x00")
+        writer.close()
+
+    while time.time() < t_start:
+        await asyncio.sleep(0.001)
+    t0 = time.time()
+    await asyncio.gather(*(one(i, items) for i, items in enumerate(per_conn)))
+    return {"ok": acks["ok"], "bad": acks["bad"], "t0": t0, "t_sent": time.time()}
+
+
+def publisher(s: Settings, drivers: list[int], n: int, rate: float, seq0: int, t_start: float, out: mp.Queue) -> None:
+    """Publish n pings round-robin over `drivers` at QoS 1 (rate 0 = as fast as the broker acknowledges)."""
+    out.put(asyncio.run(_raw_publish(s, drivers, n, rate, seq0, t_start, conns=8)))
+
+
+def run_publishers(s: Settings, drivers: list[int], n: int, procs: int, rate: float, seq0: int) -> dict:
+    q: mp.Queue = mp.Queue()
+    t_start = time.time() + 1.0
+    per = [drivers[i::procs] for i in range(procs)]
+    ps = [mp.Process(target=publisher, args=(s, per[i], n // procs, rate / procs if rate else 0, seq0, t_start, q))
+          for i in range(procs)]
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=600) for _ in ps]
+    for p in ps:
+        p.join()
+    return {"ok": sum(r["ok"] for r in res), "bad": sum(r["bad"] for r in res), "t0": min(r["t0"] for r in res),
+            "t_sent": max(r["t_sent"] for r in res)}
+
+
+# --- raw baseline subscriber -------------------------------------------------------------------------
+
+
+def raw_subscriber(s: Settings, expect: int, out: mp.Queue, ready: mp.Event, idx: int) -> None:
+    ep = mqtt.parse_mqtt_url(s.mqtt_url)
+    st = {"n": 0, "first": None, "last": None}
+    sub = threading.Event()
+
+    def on_message(client, userdata, msg):
+        t = time.time()
+        st["n"] += 1
+        if st["first"] is None:
+            st["first"] = t
+        st["last"] = t
+
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{idx}", protocol=paho.MQTTv5)
+    c.username_pw_set(s.mqtt_service_username, s.mqtt_service_password)
+    c.on_message = on_message
+    c.on_subscribe = lambda *a: sub.set()
+    c.connect(ep.host, ep.port)
+    c.subscribe(mqtt.shared("rawbench", mqtt.drivers_filter("location", root=s.mqtt_topic_root)), qos=1)
+    c.loop_start()
+    sub.wait(10)
+    ready.set()
+    idle_since = time.time()
+    last_n = 0
+    while True:
+        time.sleep(0.2)
+        if st["n"] != last_n:
+            last_n, idle_since = st["n"], time.time()
+        elif time.time() - idle_since > 3.0 and st["n"] > 0:
+            break
+        elif time.time() - idle_since > 120:
+            break
+    c.disconnect()
+    c.loop_stop()
+    out.put(st)
+
+
+def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int) -> dict:
+    q: mp.Queue = mp.Queue()
+    evs = [mp.Event() for _ in range(subs)]
+    ps = [mp.Process(target=raw_subscriber, args=(s, n, q, evs[i], i)) for i in range(subs)]
+    for p in ps:
+        p.start()
+    for e in evs:
+        e.wait(30)
+    pub = run_publishers(s, drivers, n, pubs, 0, seq0=0)
+    res = [q.get(timeout=600) for _ in ps]
+    for p in ps:
+        p.join()
+    received = sum(r["n"] for r in res)
+    last = max(r["last"] or 0 for r in res)
+    return {"published_ok": pub["ok"], "received": received, "seconds": last - pub["t0"],
+            "msgs_per_s": received / max(1e-9, last - pub["t0"])}
+
+
+# --- full pipeline -----------------------------------------------------------------------------------
+
+
+def env_of(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERENA_")}
+    env.update({
+        "SERENA_ENV": "test", "SERENA_DATABASE_URL": s.database_url, "SERENA_REDIS_URL": s.redis_url,
+        "SERENA_REDIS_PREFIX": s.redis_prefix, "SERENA_MQTT_URL": s.mqtt_url, "SERENA_MQTT_TOPIC_ROOT": s.mqtt_topic_root,
+        "SERENA_LOG_LEVEL": "WARNING", "SERENA_TRACKING_BATCH_MAX": str(s.tracking_batch_max),
+        "SERENA_TRACKING_BATCH_WAIT_MS": str(s.tracking_batch_wait_ms),
+        "SERENA_TRACKING_MQTT_CONNECTIONS": str(s.tracking_mqtt_connections),
+    })
+    return env
+
+
+def start_ingest(s: Settings, replicas: int) -> list[subprocess.Popen]:
+    procs = [subprocess.Popen([sys.executable, "-m", "serena.cli", "ingest", "run", "--replica", f"b{i}"], env=env_of(s),
+                              stdout=subprocess.DEVNULL, stderr=open(Path(s.mosquitto_dir) / f"ingest-{i}.err", "w"))  # noqa: SIM115
+             for i in range(replicas)]
+    log = Path(s.mosquitto_dir) / "mosquitto.log"
+    ids = [f"{s.tracking_share_group}-b{i}-{j}" for i in range(replicas) for j in range(s.tracking_mqtt_connections)]
+    deadline = time.time() + 90
+    while not all(f" as {c} " in log.read_text() for c in ids):
+        if time.time() > deadline:
+            raise RuntimeError("ingest replicas did not connect; see ingest-*.err in " + str(s.mosquitto_dir))
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return procs
+
+
+def stop_procs(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def observe_stored(s: Settings, stop: asyncio.Event, lat: list[float], seen: list[int], drivers: set[int] | None = None) -> None:
+    """Latency publish → stored, from the fleet feed ingest publishes right after each commit."""
+    r = aioredis.from_url(s.redis_url)
+    ps = r.pubsub()
+    await ps.subscribe(s.redis_prefix + "tracking:fleet")
+    while not stop.is_set():
+        msg = await ps.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg is None:
+            continue
+        t = time.time()
+        for f in orjson.loads(msg["data"]):
+            seen[0] += 1
+            if "sent_at" in f:
+                lat.append(t - f["sent_at"])
+    await ps.aclose()
+    await r.aclose()
+
+
+async def count_rows(dsn: str, drivers: list[int], seq_min: int) -> tuple[int, int, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        total, distinct = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT (driver_id, seq)) FROM tracking_positions WHERE driver_id = ANY($1) AND seq >= $2",
+            drivers, seq_min)
+        dups = await conn.fetchval("SELECT count(*) FROM tracking_rejects WHERE driver_id = ANY($1) AND reason = 'duplicate'"
+                                   " AND seq >= $2", drivers, seq_min)
+        return total, distinct, dups
+    finally:
+        await conn.close()
+
+
+async def full_pipeline(s: Settings, drivers: list[int], n: int, pubs: int, seq0: int) -> dict:
+    stop = asyncio.Event()
+    lat: list[float] = []
+    seen = [0]
+    obs = asyncio.create_task(observe_stored(s, stop, lat, seen))
+    await asyncio.sleep(0.3)
+    pub = await asyncio.to_thread(run_publishers, s, drivers, n, pubs, 0, seq0)
+    # Drain: wait until history holds every acknowledged fix (or it stops growing).
+    last, still = -1, time.time()
+    while True:
+        total, distinct, dups = await count_rows(s.asyncpg_dsn, drivers, seq0)
+        if distinct >= pub["ok"]:
+            break
+        if distinct != last:
+            last, still = distinct, time.time()
+        elif time.time() - still > 15:
+            break
+        await asyncio.sleep(0.2)
+    t_done = time.time()
+    await asyncio.sleep(0.5)
+    stop.set()
+    await obs
+    # Throughput: stored rows over the time from first publish to the last commit seen.
+    return {"published_ok": pub["ok"], "refused_by_broker": pub["bad"], "stored": distinct, "rows": total,
+            "lost": pub["ok"] - distinct, "duplicated_rows": total - distinct, "redeliveries_absorbed": dups,
+            "seconds": t_done - pub["t0"], "pings_per_s": distinct / max(1e-9, t_done - pub["t0"]),
+            "publish_to_stored_ms": {"p50": _ms(pct(lat, 50)), "p99": _ms(pct(lat, 99)), "samples": len(lat)}}
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 1)
+
+
+# --- customer push -------------------------------------------------------------------------------
+
+
+def watcher_proc(url_base: str, tokens: list[str], out: mp.Queue, ready: mp.Event, stop: mp.Event) -> None:
+    import websockets
+
+    async def main():
+        lat: list[float] = []
+        conns = []
+        failed = 0
+
+        async def one(tok):
+            nonlocal failed
+            try:
+                ws = await websockets.connect(f"{url_base}/ws/track/{tok}", open_timeout=60, max_queue=64)
+            except Exception:  # noqa: BLE001
+                failed += 1
+                return
+            conns.append(ws)
+            try:
+                async for raw in ws:
+                    m = orjson.loads(raw)
+                    if "sent_at" in m:
+                        lat.append(time.time() - m["sent_at"])
+            except Exception:  # noqa: BLE001
+                pass
+
+        tasks = []
+        for i in range(0, len(tokens), 200):
+            tasks += [asyncio.create_task(one(t)) for t in tokens[i:i + 200]]
+            await asyncio.sleep(0.05)
+        while len(conns) + failed < len(tokens):
+            await asyncio.sleep(0.1)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        for ws in conns:
+            await ws.close()
+        for t in tasks:
+            t.cancel()
+        out.put({"lat": lat, "connected": len(conns), "failed": failed})
+
+    asyncio.run(main())
+
+
+async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: float, seconds: float, pubs: int, seq0: int,
+                        watcher_procs: int) -> dict:
+    from tracking import eta, links
+
+    pool = await asyncpg.create_pool(s.asyncpg_dsn, min_size=1, max_size=8)
+    r = aioredis.from_url(s.redis_url)
+    per_driver = max(1, watchers // len(drivers))
+    tokens = []
+    pipe_stops = []
+    for d in drivers:
+        stops = [{"stop_id": f"st-{d}-{k}", "order_id": f"ord-{d}-{k}", "lat": BASE_LAT + 0.01 * (k + 1), "lng": BASE_LNG}
+                 for k in range(per_driver)]
+        pipe_stops.append((d, stops))
+    for d, stops in pipe_stops:
+        await eta.write_plan(r, prefix=s.redis_prefix, driver_id=d, stops=stops)
+    sem = asyncio.Semaphore(8)
+
+    async def issue(order):
+        async with sem:
+            return await links.issue(pool, order_id=order, ttl_s=86400)
+
+    tokens = await asyncio.gather(*(issue(st["order_id"]) for _, stops in pipe_stops for st in stops))
+    tokens = tokens[:watchers]
+    port = free_port()
+    env = env_of(s)
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "serena.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+                            "--no-access-log", "--log-level", "warning", "--ws", "websockets-sansio"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=open(Path(s.mosquitto_dir) / "api.err", "w"))  # noqa: SIM115
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("API did not start") from None
+                await asyncio.sleep(0.2)
+        q: mp.Queue = mp.Queue()
+        stop = mp.Event()
+        readies = [mp.Event() for _ in range(watcher_procs)]
+        wps = [mp.Process(target=watcher_proc, args=(f"ws://127.0.0.1:{port}", tokens[i::watcher_procs], q, readies[i], stop))
+               for i in range(watcher_procs)]
+        for p in wps:
+            p.start()
+        for e in readies:
+            await asyncio.to_thread(e.wait, 300)
+        n = int(rate * seconds)
+        ostop = asyncio.Event()
+        stored_lat: list[float] = []
+        obs = asyncio.create_task(observe_stored(s, ostop, stored_lat, [0]))
+        pub = await asyncio.to_thread(run_publishers, s, drivers, n, pubs, rate, seq0)
+        await asyncio.sleep(3.0)
+        ostop.set()
+        await obs
+        stop.set()
+        res = [await asyncio.to_thread(q.get, True, 120) for _ in wps]
+        for p in wps:
+            p.join()
+        lat = [x for rr in res for x in rr["lat"]]
+        return {"watchers_connected": sum(rr["connected"] for rr in res), "watchers_failed": sum(rr["failed"] for rr in res),
+                "offered_pings_per_s": rate, "achieved_publish_per_s": round(pub["ok"] / max(1e-9, pub["t_sent"] - pub["t0"])),
+                "messages_to_customers": len(lat),
+                "publish_to_stored_ms": {"p50": _ms(pct(stored_lat, 50)), "p99": _ms(pct(stored_lat, 99)),
+                                         "samples": len(stored_lat)},
+                "publish_to_customer_ms": {"p50": _ms(pct(lat, 50)), "p99": _ms(pct(lat, 99))}}
+    finally:
+        api.send_signal(signal.SIGTERM)
+        try:
+            api.wait(10)
+        except subprocess.TimeoutExpired:
+            api.kill()
+        await pool.close()
+        await r.aclose()
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+
+def bench_database(base: Settings) -> str:
+    """A fresh migrated database for the run (dropped at the end)."""
+    admin_dsn = base.asyncpg_dsn.rsplit("/", 1)[0] + "/postgres"
+    name = f"serena_bench_ingest_{os.getpid()}"
+    c = psycopg2.connect(admin_dsn)
+    c.autocommit = True
+    c.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
+    c.cursor().execute(f'CREATE DATABASE "{name}"')
+    c.close()
+    dsn = admin_dsn.rsplit("/", 1)[0] + "/" + name
+    migrate.upgrade(dsn)
+    return dsn
+
+
+def drop_database(dsn: str) -> None:
+    admin_dsn = dsn.rsplit("/", 1)[0] + "/postgres"
+    c = psycopg2.connect(admin_dsn)
+    c.autocommit = True
+    c.cursor().execute(f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+    c.close()
+
+
+async def main(args, base: Settings, dsn: str) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="serena-bench-ingest-"))
+    s = base.model_copy(update={
+        "env": "test", "database_url": dsn, "mqtt_url": f"mqtt://127.0.0.1:{free_port()}", "mosquitto_dir": tmp / "mq",
+        "mqtt_topic_root": f"bench/{uuid.uuid4().hex[:8]}", "redis_prefix": f"serena:bench:{uuid.uuid4().hex[:8]}:",
+        "tracking_batch_max": args.batch_max, "tracking_batch_wait_ms": args.batch_wait_ms,
+        "tracking_mqtt_connections": args.connections,
+    })
+    broker.write_broker_files(s, [])
+    broker.start_broker(s)
+    drivers = list(range(1_000_000, 1_000_000 + args.drivers))
+    out: dict = {"machine": {"cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()[0]},
+                 "config": {k: getattr(args, k) for k in ("messages", "drivers", "replicas", "connections", "publishers",
+                                                         "batch_max", "batch_wait_ms", "watchers", "customer_rate")}}
+    ingest = []
+    try:
+        out["raw_baseline"] = await asyncio.to_thread(raw_baseline, s, drivers, args.messages, args.publishers, args.replicas)
+        ingest = start_ingest(s, args.replicas)
+        out["full_pipeline"] = await full_pipeline(s, drivers, args.messages, args.publishers, seq0=1_000_000)
+        out["full_over_raw"] = round(out["full_pipeline"]["pings_per_s"] / out["raw_baseline"]["msgs_per_s"], 3)
+        if args.watchers:
+            cust_drivers = drivers[: max(1, args.watchers // 2)]
+            out["customer_push"] = await customer_push(s, cust_drivers, args.watchers, args.customer_rate,
+                                                       args.customer_seconds, args.publishers, seq0=2_000_000,
+                                                       watcher_procs=args.watcher_procs)
+    finally:
+        stop_procs(ingest)
+        broker.stop_broker(s)
+        r = aioredis.from_url(s.redis_url)
+        async for k in r.scan_iter(match=s.redis_prefix + "*", count=1000):
+            await r.delete(k)
+        await r.aclose()
+    return out
+
+
+def _print(o: dict) -> None:
+    raw, full = o["raw_baseline"], o["full_pipeline"]
+    print(f"raw baseline     {raw['msgs_per_s']:>9.0f} msgs/s   ({raw['received']} of {raw['published_ok']} received)")
+    print(f"full pipeline    {full['pings_per_s']:>9.0f} pings/s  lost {full['lost']}  duplicated {full['duplicated_rows']}"
+          f"  (re-deliveries absorbed {full['redeliveries_absorbed']})  = {o['full_over_raw']:.0%} of raw")
+    print(f"publish→stored   p50 {full['publish_to_stored_ms']['p50']} ms  p99 {full['publish_to_stored_ms']['p99']} ms"
+          "  (at full speed: includes the backlog)")
+    if "customer_push" in o:
+        c = o["customer_push"]
+        print(f"customer push    {c['watchers_connected']} WebSockets, {c['achieved_publish_per_s']} pings/s offered:"
+              f" publish→customer p50 {c['publish_to_customer_ms']['p50']} ms  p99 {c['publish_to_customer_ms']['p99']} ms"
+              f"  ({c['messages_to_customers']} messages)")
+        print(f"                 publish→stored p50 {c['publish_to_stored_ms']['p50']} ms  p99 {c['publish_to_stored_ms']['p99']} ms")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--drivers", type=int, default=2_000)
+    ap.add_argument("--replicas", type=int, default=2, help="ingest processes (and raw subscribers)")
+    ap.add_argument("--connections", type=int, default=2, help="MQTT connections per ingest process")
+    ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    ap.add_argument("--batch-max", type=int, default=2000)
+    ap.add_argument("--batch-wait-ms", type=int, default=20)
+    ap.add_argument("--watchers", type=int, default=10_000, help="customer WebSockets (0 = skip the customer phase)")
+    ap.add_argument("--watcher-procs", type=int, default=2)
+    ap.add_argument("--customer-rate", type=float, default=5_000)
+    ap.add_argument("--customer-seconds", type=float, default=20)
+    ap.add_argument("--keep-db", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    a = ap.parse_args()
+    base_settings = load_settings()
+    bench_dsn = bench_database(base_settings)  # Alembic runs its own event loop: before ours
+    try:
+        result = asyncio.run(main(a, base_settings, bench_dsn))
+    finally:
+        if not a.keep_db:
+            drop_database(bench_dsn)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        _print(result)
