@@ -112,16 +112,18 @@ def main() -> None:
             durations = res["durations"]
             out["table_sample"] = [[durations[i][j] for j in range(3)] for i in range(3)]
     if pairs:
-        lat_ms = []
+        lat_ms, cpu_ms = [], []
         for i in range(pairs):
             a, b = coords[i % len(coords)], coords[(i + 1) % len(coords)]
             params = osrm.RouteParameters(coordinates=[a, b], geometries="geojson", overview="full")
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             engine.Route(params)
             lat_ms.append((time.perf_counter() - t) * 1000)
-        lat_ms.sort()
-        out["route_p50_ms"] = lat_ms[len(lat_ms) // 2]
-        out["route_p90_ms"] = lat_ms[int(len(lat_ms) * 0.9)]
+            cpu_ms.append((time.thread_time() - c) * 1000)
+        for name, xs in (("route", lat_ms), ("route_cpu", cpu_ms)):
+            xs.sort()
+            out[f"{name}_p50_ms"] = xs[len(xs) // 2]
+            out[f"{name}_p90_ms"] = xs[int(len(xs) * 0.9)]
     print(json.dumps(out))
 
 
