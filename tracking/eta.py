@@ -210,26 +210,25 @@ def stages(*, settings: Settings, redis: aioredis.Redis, travel: TravelTime | No
 
 
 def make_push(settings: Settings, stage: EtaStage | None = None):
-    """After-commit step: publish each driver's update (position + ETAs) on its channel; save published ETAs."""
+    """After-commit step: each driver's update (position + ETAs) for its channel; saves the published ETAs."""
     lkeys = live.Keys(settings.redis_prefix)
     ekeys = Keys(settings.redis_prefix)
 
-    async def push(fixes: list[Fix], redis: aioredis.Redis) -> None:
-        pipe = redis.pipeline(transaction=False)
+    async def push(fixes: list[Fix], redis: aioredis.Redis) -> list[tuple[str, bytes]]:
         newest: dict[int, Fix] = {}
         for f in fixes:
             if f.driver_id not in newest or newest[f.driver_id].ts < f.ts:
                 newest[f.driver_id] = f
         pending = stage.pending if stage is not None else {}
-        for d, f in newest.items():
-            msg = pending.get(d) or {"type": "update", **f.to_live()}
-            pipe.publish(lkeys.driver(d), orjson.dumps(msg))
-        if stage is not None:
+        out = [(lkeys.driver(d), orjson.dumps(pending.get(d) or {"type": "update", **f.to_live()})) for d, f in newest.items()]
+        if stage is not None and (stage.pending_eta or stage.pending_flags):
+            pipe = redis.pipeline(transaction=False)
             if stage.pending_eta:
                 pipe.hset(ekeys.eta, mapping=stage.pending_eta)
             if stage.pending_flags:
                 pipe.sadd(ekeys.stop_events, *stage.pending_flags)
-        await pipe.execute()
+            await pipe.execute()
+        return out
 
     return push
 

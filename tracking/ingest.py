@@ -83,7 +83,7 @@ class Stage(Protocol):
     async def __call__(self, fixes: list[Fix]) -> list[events.NewEvent]: ...
 
 
-Push = Callable[[list[Fix], aioredis.Redis], Awaitable[None]]
+Push = Callable[[list[Fix], aioredis.Redis], Awaitable[list[tuple[str, bytes]]]]  # returns (channel, message) to publish
 
 
 class Pipeline:
@@ -167,11 +167,10 @@ class Pipeline:
         try:
             rows = [f.to_live() for f in fresh]
             present, _updated = await self.live.update(rows)
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.publish(self.live.keys.fleet, orjson.dumps(rows))
-            await pipe.execute()
+            pairs = [(self.live.keys.fleet, orjson.dumps(rows))]
             if self.push is not None:
-                await self.push(fresh, self.redis)
+                pairs += await self.push(fresh, self.redis)
+            await self.live.publish_many(pairs)
             if not present and (self._rebuild_task is None or self._rebuild_task.done()):
                 LIVE_REBUILDS.inc()
                 self._rebuild_task = asyncio.create_task(self._rebuild())
