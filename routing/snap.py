@@ -152,22 +152,61 @@ def snap(g: Graph, lat, lng, *, max_distance_m: float | None = DEFAULT_MAX_DISTA
                 f"point {i} ({lat[i]:.6f}, {lng[i]:.6f}) is {best_d[i]:.0f} m from the nearest road "
                 f"(limit {max_distance_m:.0f} m){f'; {int(far.sum())} points are too far' if far.sum() > 1 else ''}"
             )
-    edge = ix.seg_edge[best_seg]
-    along = ix.before[best_seg] + best_t * ix.seg_len[best_seg]
+    return _positions(g, ix, best_seg, best_t, best_d)
+
+
+def _positions(g: Graph, ix: _Index, seg: np.ndarray, t: np.ndarray, dist_m: np.ndarray) -> Snapped:
+    """Snapped rows for points at parameter t along index segments `seg`."""
+    edge = ix.seg_edge[seg]
+    along = ix.before[seg] + t * ix.seg_len[seg]
     el = ix.edge_len[edge]
     fraction = np.clip(np.where(el > 0, along / np.where(el > 0, el, 1), 0.0), 0.0, 1.0)
-    ax, ay = ix.ax[best_seg], ix.ay[best_seg]
-    px = ax + best_t * (ix.bx[best_seg] - ax)
-    py = ay + best_t * (ix.by[best_seg] - ay)
+    ax, ay = ix.ax[seg], ix.ay[seg]
+    px = ax + t * (ix.bx[seg] - ax)
+    py = ay + t * (ix.by[seg] - ay)
     plat, plng = ix.unproject(px, py)
     return Snapped(
         edge=edge.astype(np.int32),
         fraction=fraction,
         offset_m=fraction * g.length_m[edge].astype(np.float64),
-        distance_m=best_d,
+        distance_m=np.asarray(dist_m, np.float64),
         lat=plat,
         lng=plng,
     )
+
+
+def candidates(g: Graph, lat, lng, *, radius_m: float = 50.0, max_per_point: int = 8) -> tuple[np.ndarray, Snapped]:
+    """Every street piece within `radius_m` of each point, nearest first, at most `max_per_point` per point.
+
+    For map matching (an HMM needs several candidate roads per GPS fix, not just
+    the nearest). Returns (point index of each candidate, candidate positions);
+    a point with no road in range has no rows. Route between candidates exactly
+    with `routing.matrix.travel_matrix(g, candidates_a, candidates_b)`.
+    """
+    lat = np.atleast_1d(np.asarray(lat, np.float64))
+    lng = np.atleast_1d(np.asarray(lng, np.float64))
+    ix = _index(g)
+    qx, qy = ix.project(lat, lng)
+    found = ix.tree.query_ball_point(np.column_stack([qx, qy]), r=radius_m + SAMPLE_M / 2)
+    counts = np.fromiter((len(f) for f in found), np.int64, len(found))
+    point = np.repeat(np.arange(len(lat)), counts)
+    samples = np.fromiter((x for f in found for x in f), np.int64, int(counts.sum()))
+    seg = ix.sample_seg[samples]
+    d, t = ix.seg_distance(seg, qx[point], qy[point])
+    near = d <= radius_m
+    point, seg, d, t = point[near], seg[near], d[near], t[near]
+    # one row per (point, street piece): its nearest segment
+    edge = ix.seg_edge[seg]
+    order = np.lexsort((d, edge, point))
+    point, seg, d, t, edge = point[order], seg[order], d[order], t[order], edge[order]
+    first = np.ones(len(point), bool)
+    first[1:] = (point[1:] != point[:-1]) | (edge[1:] != edge[:-1])
+    point, seg, d, t = point[first], seg[first], d[first], t[first]
+    order = np.lexsort((d, point))
+    point, seg, d, t = point[order], seg[order], d[order], t[order]
+    start = np.searchsorted(point, point)  # first row of each point's group
+    keep = np.arange(len(point)) - start < max_per_point
+    return point[keep], _positions(g, ix, seg[keep], t[keep], d[keep])
 
 
 def at_nodes(g: Graph, nodes) -> Snapped:

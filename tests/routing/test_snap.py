@@ -93,3 +93,23 @@ def test_points_at_nodes_sit_at_the_ends_of_edges():
     g = monaco()
     s = snap.at_nodes(g, [0, 5, 10])
     assert np.all(g.tail[s.edge] == [0, 5, 10]) and np.all(s.fraction == 0)
+
+
+def test_candidates_list_every_street_in_range_nearest_first():
+    g = monaco()
+    rng = np.random.default_rng(3)
+    lat = g.lat[:50] + rng.normal(0, 1e-4, 50)
+    lng = g.lng[:50] + rng.normal(0, 1e-4, 50)
+    point, cand = snap.candidates(g, lat, lng, radius_m=60, max_per_point=5)
+    nearest = snap.snap(g, lat, lng, max_distance_m=None)
+    ix = snap._index(g)
+    for i in range(50):
+        rows = np.flatnonzero(point == i)
+        assert len(rows) <= 5 and np.all(np.diff(cand.distance_m[rows]) >= 0)
+        assert np.all(cand.distance_m[rows] <= 60)
+        if nearest.distance_m[i] <= 60:
+            assert cand.distance_m[rows[0]] == pytest.approx(nearest.distance_m[i])
+        # completeness: count street pieces within 60 m by brute force
+        qx, qy = ix.project(lat[i], lng[i])
+        d, _ = ix.seg_distance(np.arange(len(ix.ax)), qx, qy)
+        assert len(rows) == min(5, len(np.unique(ix.seg_edge[d <= 60])))
