@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -229,8 +230,22 @@ def load(
         try:
             return read_dir(target)
         except GraphError:
-            pass  # a half-written or stale cache entry: rebuild over it
-    return build(source, country=country, out=target, progress=progress)
+            pass  # a stale or damaged cache entry: rebuild over it
+    g = build(source, country=country, progress=progress)
+    # Save to a private directory, then rename it into place: a concurrent reader
+    # never sees half a graph, and of two processes building at once the loser's
+    # rename fails harmlessly. An unwritable cache only costs the next load a rebuild.
+    tmp = cached / f".{key}.{os.getpid()}.tmp"
+    try:
+        g.save(tmp)
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError as exc:
+        print(f"serena: graph cache not written ({exc})", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return g
 
 
 def default_city(**kwargs) -> Graph:

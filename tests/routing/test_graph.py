@@ -216,3 +216,10 @@ def test_simplification_merges_chains_with_equal_speed_and_class_only(tmp_path):
     res = g.road_class == speeds.CLASS_INDEX["residential"]
     assert np.all(np.diff(g.geom_indptr)[res] == 3)  # the merged edge keeps node 2's vertex
     np.testing.assert_allclose(g.length_m[res], 2 * graph.haversine_m(0, 0, 0, 0.001), rtol=1e-5)
+
+
+def test_an_unwritable_cache_still_returns_the_graph(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    g = graph.load(OAKLAND, cache_dir=blocker, progress=False)
+    assert g.n_nodes > 0
