@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.core.events_bench [--events 50000]
 
 Builds a throw-away database migrated to head, then measures: single-event emit
-transactions, relay drain (batches of 500), consumer drain (batches of 100, one insert per
+transactions, relay drain (batches of 500), consumer drain (batches of --consumer-batch, one insert per
 event as the effect). Prints one JSON line.
 """
 
@@ -34,12 +34,12 @@ def _admin(sql: str) -> None:
     conn.close()
 
 
-async def bench(n: int, dsn: str) -> dict:
+async def bench(n: int, dsn: str, consumer_batch: int) -> dict:
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
     redis = aioredis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
     await pool.execute("CREATE TABLE fx (event_id uuid NOT NULL)")
-    out: dict = {"events": n}
+    out: dict = {"events": n, "consumer_batch": consumer_batch}
     try:
         t = time.perf_counter()
         for i in range(1000):
@@ -59,7 +59,7 @@ async def bench(n: int, dsn: str) -> dict:
         async def handler(conn, event) -> None:
             await conn.execute("INSERT INTO fx VALUES ($1)", event.event_id)
 
-        consumer = Consumer(group="bench", handler=handler, db=pool, redis=redis, prefix=prefix, batch_size=100)
+        consumer = Consumer(group="bench", handler=handler, db=pool, redis=redis, prefix=prefix, batch_size=consumer_batch)
         t = time.perf_counter()
         await consumer.run_until_idle()
         out["consume_per_s"] = round(consumer.stats["processed"] / (time.perf_counter() - t))
@@ -75,13 +75,14 @@ async def bench(n: int, dsn: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--consumer-batch", type=int, default=100)
     args = parser.parse_args()
     name = f"serena_events_bench_{uuid.uuid4().hex[:6]}"
     _admin(f'CREATE DATABASE "{name}"')
     try:
         dsn = ADMIN.rsplit("/", 1)[0] + "/" + name
         migrate.upgrade(dsn)
-        print(json.dumps(asyncio.run(bench(args.events, dsn))))
+        print(json.dumps(asyncio.run(bench(args.events, dsn, args.consumer_batch))))
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

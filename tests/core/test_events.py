@@ -364,3 +364,63 @@ async def test_payload_text_survives_the_relay_unchanged(bus, pool):
     ((sid, fields),) = await bus.redis.xrange(bus.stream)
     ev = Event.from_fields(sid, fields)
     assert (ev.event_id, ev.payload, ev.aggregate_id) == (eid, payload, "ä-1")
+
+
+async def test_a_transaction_that_commits_late_with_a_lower_id_is_still_relayed(bus, pool):
+    async with pool.acquire() as slow:
+        async with slow.transaction():
+            early = await emit(slow, type="order.paid", payload={"seq": 1})  # takes the lower outbox id...
+            (late,) = await bus.emit_n(1)  # ...but this one commits first
+            assert await bus.relay().drain() == 1
+    assert await bus.relay().drain() == 1
+    assert [f["event_id"] for _, f in await bus.redis.xrange(bus.stream)] == [str(late), str(early)]
+
+
+async def test_an_outage_inside_the_handler_is_retried_in_place_and_never_counts_as_an_attempt(bus):
+    ids = await bus.emit_n(3)
+    await bus.relay().drain()
+    outages = 2
+
+    async def handler(conn, event):
+        nonlocal outages
+        if outages:
+            outages -= 1
+            raise ConnectionResetError("database connection lost")
+        await bus.handler(conn, event)
+
+    consumer = bus.consumer(handler=handler, max_attempts=1, retry_backoff_s=0.01)
+    await consumer.run_until_idle()
+    assert sorted(await bus.effects()) == sorted(ids)
+    assert consumer.stats["failures"] == 0 and consumer.stats["dead_lettered"] == 0
+
+
+async def test_an_entry_that_keeps_killing_its_consumer_is_dead_lettered_without_running_again(bus):
+    (eid,) = await bus.emit_n(1)
+    await bus.relay().drain()
+    await bus.redis.xgroup_create(bus.stream, "fx", id="0")
+    ((sid, _),) = (await bus.redis.xreadgroup("fx", "doomed", {bus.stream: ">"}))[0][1]
+    for _ in range(3):  # three more processes picked it up and died
+        await bus.redis.xclaim(bus.stream, "fx", "doomed", 0, [sid])
+    calls = []
+
+    async def handler(conn, event):
+        calls.append(event)
+
+    consumer = bus.consumer(handler=handler, claim_idle_ms=0, max_deliveries=3)
+    await consumer.run_until_idle()
+    assert calls == [] and await bus.effects() == []
+    (dead,) = await relay.dead_letters(bus.redis, bus.prefix)
+    assert dead["event_id"] == str(eid) and "without an outcome" in dead["dead_error"]
+    assert (await bus.redis.xpending(bus.stream, "fx"))["pending"] == 0
+
+
+async def test_housekeeping_prunes_relayed_outbox_rows_past_their_retention_only(bus, pool):
+    await bus.emit_n(5)
+    r = bus.relay(outbox_retention_s=3600)
+    await r.drain()
+    await bus.emit_n(2)  # not relayed: kept however old
+    await pool.execute("UPDATE outbox SET relayed_at = now() - interval '2 hours' WHERE id IN (SELECT id FROM outbox WHERE relayed_at IS NOT NULL ORDER BY id LIMIT 3)")
+    await pool.execute("UPDATE outbox SET created_at = now() - interval '2 hours'")
+    await r.housekeeping()
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NOT NULL") == 2
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == 2
