@@ -223,3 +223,22 @@ def test_an_unwritable_cache_still_returns_the_graph(tmp_path):
     blocker.write_text("a file where the cache directory should be")
     g = graph.load(OAKLAND, cache_dir=blocker, progress=False)
     assert g.n_nodes > 0
+
+
+def test_place_names_go_through_osmnx(monkeypatch):
+    """Offline stand-in for the online path: osmnx's own XML reader plays graph_from_place."""
+    import osmnx as ox
+
+    def fake_graph_from_place(place, network_type, simplify, retain_all):
+        assert network_type == "drive" and not simplify
+        g = ox.graph_from_xml(OAKLAND, simplify=False, retain_all=True)
+        drivable = {"residential", "secondary", "unclassified", "tertiary", "primary"}
+        g.remove_edges_from([(u, v, k) for u, v, k, h in g.edges(keys=True, data="highway") if h not in drivable])
+        return g
+
+    monkeypatch.setattr(ox, "graph_from_place", fake_graph_from_place)
+    from_place = graph.build("place:West Oakland, California", progress=False)
+    from_file = graph.build(OAKLAND, progress=False)
+    assert from_place.meta["source"] == "place:West Oakland, California"
+    assert from_place.n_nodes == from_file.n_nodes and from_place.n_edges == from_file.n_edges
+    np.testing.assert_allclose(np.sort(from_place.time_s), np.sort(from_file.time_s), rtol=1e-5)
