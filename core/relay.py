@@ -373,7 +373,8 @@ async def requeue_dead_letters(redis: aioredis.Redis, prefix: str, dead_ids: lis
 
     Every group receives a requeued event again; groups that had applied it skip it as a
     duplicate (processed_events), so requeueing is safe for all of them. Each entry is
-    re-added and removed from the dead-letter stream in one MULTI, so none is lost or doubled.
+    re-added before it is removed from the dead-letter stream: a crash in between requeues
+    it twice at worst (harmless, see above), never loses it.
     """
     dead = events.dead_letter_key(prefix)
     if dead_ids is None:
@@ -384,8 +385,6 @@ async def requeue_dead_letters(redis: aioredis.Redis, prefix: str, dead_ids: lis
             rows += await redis.xrange(dead, min=did, max=did)
     for sid, fields in rows:
         entry = {events.as_str(k): events.as_str(v) for k, v in fields.items() if not events.as_str(k).startswith("dead_")}
-        pipe = redis.pipeline(transaction=True)
-        pipe.xadd(events.stream_key(prefix), entry)
-        pipe.xdel(dead, sid)
-        await pipe.execute()
+        await redis.xadd(events.stream_key(prefix), entry)
+        await redis.xdel(dead, sid)
     return len(rows)

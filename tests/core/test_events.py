@@ -424,3 +424,25 @@ async def test_housekeeping_prunes_relayed_outbox_rows_past_their_retention_only
     await r.housekeeping()
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NOT NULL") == 2
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NULL") == 2
+
+
+async def test_run_consumers_hosts_several_groups_in_one_process_until_stopped(bus):
+    from core.consumer import run_consumers
+
+    ids = await bus.emit_n(40)
+    await bus.relay().drain()
+    seen: list = []
+
+    async def audit(conn, event):
+        seen.append(event.event_id)
+
+    a = bus.consumer(group="effects", block_ms=50)
+    b = bus.consumer(group="audit", handler=audit, block_ms=50)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_consumers([a, b], stop))
+    while a.stats["processed"] < 40 or b.stats["processed"] < 40:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert sorted(await bus.effects()) == sorted(ids) and sorted(seen) == sorted(ids)
