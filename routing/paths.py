@@ -32,17 +32,23 @@ class Path:
     last_fraction: float  # where on edges[-1] the path ends
     lat: np.ndarray  # float64: geometry, degrees
     lng: np.ndarray
+    legs_time_s: list[float] | None = None  # per leg, for a path through waypoints (`route_via`)
+    legs_distance_m: list[float] | None = None
 
     def to_geojson(self) -> dict:
         """A GeoJSON Feature: LineString [lng, lat] with time_s / distance_m properties."""
+        props = {
+            "time_s": round(float(self.time_s), 3),
+            "distance_m": round(float(self.distance_m), 2),
+            "edges": int(len(self.edges)),
+        }
+        if self.legs_time_s is not None:
+            props["legs_time_s"] = [round(float(t), 3) for t in self.legs_time_s]
+            props["legs_distance_m"] = [round(float(d), 2) for d in self.legs_distance_m or []]
         return {
             "type": "Feature",
             "geometry": {"type": "LineString", "coordinates": [[float(x), float(y)] for x, y in zip(self.lng, self.lat)]},
-            "properties": {
-                "time_s": round(float(self.time_s), 3),
-                "distance_m": round(float(self.distance_m), 2),
-                "edges": int(len(self.edges)),
-            },
+            "properties": props,
         }
 
 
@@ -165,3 +171,34 @@ def _direct(g: Graph, o: snap_mod.Snapped, d: snap_mod.Snapped, time_s: float, d
         e, f0, f1 = int(g.twin[e]), 1 - f0, 1 - f1
     la, ln = _edge_piece(g, e, f0, f1)
     return Path(time_s, distance_m, np.asarray([e], np.int32), f0, f1, la, ln)
+
+
+def route_via(
+    g: Graph,
+    waypoints,
+    *,
+    max_snap_m: float | None = snap_mod.DEFAULT_MAX_DISTANCE_M,
+) -> Path:
+    """The fastest path through waypoints in order ((n, 2) lat/lng, n >= 2), e.g. a driver's planned stops.
+
+    One path whose geometry runs through every leg; `legs_time_s` / `legs_distance_m`
+    give each leg, so a dispatcher can show per-stop ETAs along the drawn route.
+    """
+    pts = np.asarray(waypoints, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 2:
+        raise snap_mod.SnapError("waypoints must be an (n, 2) array of lat, lng with n >= 2")
+    pos = snap_mod.snap(g, pts[:, 0], pts[:, 1], max_distance_m=max_snap_m)
+    legs = [route(g, pos[i], pos[i + 1]) for i in range(len(pts) - 1)]
+    lat = np.concatenate([legs[0].lat] + [leg.lat[1:] for leg in legs[1:]])
+    lng = np.concatenate([legs[0].lng] + [leg.lng[1:] for leg in legs[1:]])
+    return Path(
+        time_s=float(sum(leg.time_s for leg in legs)),
+        distance_m=float(sum(leg.distance_m for leg in legs)),
+        edges=np.concatenate([leg.edges for leg in legs]),
+        first_fraction=legs[0].first_fraction,
+        last_fraction=legs[-1].last_fraction,
+        lat=lat,
+        lng=lng,
+        legs_time_s=[leg.time_s for leg in legs],
+        legs_distance_m=[leg.distance_m for leg in legs],
+    )

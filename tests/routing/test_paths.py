@@ -82,3 +82,16 @@ def test_geojson_is_a_linestring_feature_with_time_and_distance():
 def test_route_refuses_points_off_the_network():
     with pytest.raises(snap.SnapError):
         paths.route(monaco(), (43.0, 7.42), (43.7311, 7.4197))
+
+
+def test_route_via_waypoints_sums_its_legs():
+    g = monaco()
+    pos, m = sample()
+    stops = [0, 4, 9, 13]
+    p = paths.route_via(g, np.column_stack([pos.lat[stops], pos.lng[stops]]))
+    legs = [m.time_s[a, b] for a, b in zip(stops[:-1], stops[1:])]
+    np.testing.assert_allclose(p.legs_time_s, legs, atol=1e-6)
+    assert p.time_s == pytest.approx(sum(legs), abs=1e-6)
+    assert p.to_geojson()["properties"]["legs_time_s"] == [round(x, 3) for x in p.legs_time_s]
+    with pytest.raises(snap.SnapError):
+        paths.route_via(g, [[43.73, 7.42]])
