@@ -93,7 +93,7 @@ def remove_map_layer(app: FastAPI, name: str) -> None:
 # Page areas of other rooms (the fleet board, customer tracking, the back office): a module under
 # serena/web/ with a `router` of page routes and, optionally, `setup(app)` that adds nav links or
 # map layers. One line here per area; docs/web.md shows a whole example.
-PAGE_MODULES: tuple[str, ...] = ()
+PAGE_MODULES: tuple[str, ...] = ("serena.web.fleet", "serena.web.driver")
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
