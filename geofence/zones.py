@@ -368,6 +368,19 @@ class Matches:
         """Sorted zone ids containing point p."""
         return sorted(self.zone_ids[s] for s in self.zone_slots[self.offsets[p]:self.offsets[p + 1]])
 
+    def joined(self, sep: str = ";") -> list[str]:
+        """Per point, the sorted zone ids joined by sep ("" for none); fast for the common 0/1 case."""
+        names = np.array(self.zone_ids + ("",), dtype=object)
+        counts = self.counts()
+        # the first slot of each point, or the "" sentinel when it has none
+        first = np.where(counts > 0, self.zone_slots[np.minimum(self.offsets[:-1],
+                                                                 max(0, len(self.zone_slots) - 1))]
+                         if len(self.zone_slots) else 0, len(self.zone_ids))
+        out = names[first].tolist()
+        for p in np.flatnonzero(counts > 1):
+            out[p] = sep.join(self.zones_of(int(p)))
+        return out
+
     def as_lists(self) -> list[list[str]]:
         """Sorted zone ids for every point."""
         return [self.zones_of(p) for p in range(len(self))]

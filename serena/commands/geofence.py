@@ -73,8 +73,7 @@ def classify(
             for start in range(0, len(ids), _CHUNK):
                 stop = min(len(ids), start + _CHUNK)
                 matches = index.classify(lat_deg=lat_a[start:stop], lng_deg=lng_a[start:stop])
-                writer.writerows([ids[start + p], ";".join(matches.zones_of(p))]
-                                 for p in range(stop - start))
+                writer.writerows(zip(ids[start:stop], matches.joined(";")))
                 bar.update(stop - start)
         os.replace(tmp, out)  # never leave a half-written OUT behind
     except InputError as exc:

@@ -203,3 +203,15 @@ def test_nan_points_are_in_no_zone():
     index = ZoneIndex([Zone.circle(zone_id="c", lat_deg=LAT0, lng_deg=LNG0, radius_m=50.0)])
     m = index.classify(lat_deg=np.array([np.nan, LAT0]), lng_deg=np.array([LNG0, np.nan]))
     assert m.counts().tolist() == [0, 0]
+
+
+def test_matches_joined_agrees_with_zones_of():
+    zones = [Zone.circle(zone_id=f"z{k}", lat_deg=LAT0, lng_deg=LNG0 + 0.001 * k, radius_m=100.0) for k in range(3)]
+    index = ZoneIndex(zones)
+    lat = np.full(6, LAT0)
+    lng = LNG0 + np.array([-0.01, 0.0, 0.0005, 0.001, 0.002, 0.05])
+    m = index.classify(lat_deg=lat, lng_deg=lng)
+    assert m.joined(";") == [";".join(m.zones_of(p)) for p in range(len(m))]
+    assert m.joined(";")[0] == "" and m.joined(";")[2] == "z0;z1"
+    empty = index.classify(lat_deg=np.array([0.0]), lng_deg=np.array([0.0]))
+    assert empty.joined(";") == [""]
