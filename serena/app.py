@@ -7,6 +7,7 @@ environment.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import time
@@ -43,7 +44,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.redis.aclose()
-            await app.state.pg_pool.close()
+            # close() waits for every connection to be released; a request or WebSocket that
+            # is still holding one must not hang shutdown forever.
+            try:
+                await asyncio.wait_for(app.state.pg_pool.close(), timeout=10)
+            except TimeoutError:
+                logger.warning("database pool did not close within 10 s; terminating its connections")
+                app.state.pg_pool.terminate()
             await engine.dispose()
 
     app = FastAPI(title="Serena", version="0.1.0", lifespan=lifespan,

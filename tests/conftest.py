@@ -9,6 +9,7 @@ Nothing here assumes an empty server.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -111,7 +112,10 @@ def settings(db_url: str, worker_id_str: str, tmp_path_factory) -> Settings:
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     p = await asyncpg.create_pool(db_url, min_size=1, max_size=8)
     yield p
-    await p.close()
+    try:
+        await asyncio.wait_for(p.close(), timeout=10)
+    except TimeoutError:
+        p.terminate()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
