@@ -68,6 +68,8 @@ class Metric:
     down_mid: np.ndarray
     up_edge: np.ndarray  # int32 (a,): the original edge when mid == -1
     down_edge: np.ndarray
+    # Downward arcs a many-to-many sweep needs (see `tight_down`); computed on first use.
+    keep_down: np.ndarray | None = None
 
 
 def nested_dissection_order(n: int, tail: np.ndarray, head: np.ndarray) -> np.ndarray:
@@ -229,6 +231,57 @@ def _customize(up_indptr, up_head, up_t, down_t, up_d, down_d, up_mid, down_mid)
                     down_mid[p] = v
 
 
+def tight_down(cch: CCH, metric: Metric) -> np.ndarray:
+    """Mask of downward arcs that lie on some shortest path; cached on the metric.
+
+    Perfect customization (Dibbelt, Strasser, Wagner) lowers every arc to the true
+    distance between its ends, through upper and intermediate triangles too. An
+    arc whose basic weight is above that can never be on a shortest up-down path
+    (the path through the other triangle is as short and uses tight arcs), so the
+    matrix sweep skips it: on Porto about 31 % of downward arcs, one third less
+    work per source. Kept apart from `customize` so a weight update stays cheap and
+    only the first matrix after it pays the extra pass (~20 ms on Porto).
+    """
+    if metric.keep_down is None:
+        ut, dt = metric.up_time.copy(), metric.down_time.copy()
+        _perfect(cch.up_indptr, cch.up_head, ut, dt)
+        # Keep ties (and rounding-level differences): only a clearly shorter detour
+        # makes an arc redundant, so float noise cannot drop the only tight arc.
+        metric.keep_down = np.isfinite(metric.down_time) & (metric.down_time <= dt * (1 + 1e-9) + 1e-9)
+    return metric.keep_down
+
+
+@nb.njit(cache=True)
+def _perfect(up_indptr, up_head, up_t, down_t):
+    # Top-down over lower endpoints x: arcs between x's upper neighbours are final
+    # (their lower endpoints rank above x), and a shortest x-y path leaves x by some
+    # arc (x, z), so relaxing every pair (y, z) of x's neighbours both ways is enough.
+    n = len(up_indptr) - 1
+    for x in range(n - 1, -1, -1):
+        b = up_indptr[x]
+        e = up_indptr[x + 1]
+        for i in range(b, e):
+            y = up_head[i]
+            p = up_indptr[y]
+            for j in range(i + 1, e):
+                z = up_head[j]
+                while up_head[p] < z:
+                    p += 1
+                # p is arc (y, z); i is (x, y); j is (x, z)
+                c = up_t[j] + down_t[p]  # x -> z -> y
+                if c < up_t[i]:
+                    up_t[i] = c
+                c = up_t[p] + down_t[j]  # y -> z -> x
+                if c < down_t[i]:
+                    down_t[i] = c
+                c = up_t[i] + up_t[p]  # x -> y -> z
+                if c < up_t[j]:
+                    up_t[j] = c
+                c = down_t[p] + down_t[i]  # z -> y -> x
+                if c < down_t[j]:
+                    down_t[j] = c
+
+
 # ----------------------------------------------------------------------------- queries
 
 
@@ -276,7 +329,7 @@ LANES = 8
 
 def many_to_many(
     up_indptr, up_head, parent, up_t, up_d, down_t, down_d,
-    src_node, src_t, src_d, dst_node, dst_t, dst_d, with_dist=True,
+    src_node, src_t, src_d, dst_node, dst_t, dst_d, with_dist=True, keep_down=None,
 ):
     """Time and distance matrices between seeded sources and targets (RPHAST-style).
 
@@ -294,7 +347,11 @@ def many_to_many(
     """
     n = len(up_indptr) - 1
     S = src_node.shape[0]
-    r_nodes, local_of, l_indptr, l_head, l_wt, l_wd = _restrict(up_indptr, up_head, parent, down_t, down_d, dst_node)
+    if keep_down is None:
+        keep_down = np.ones(len(up_head), np.bool_)
+    r_nodes, local_of, l_indptr, l_head, l_wt, l_wd = _restrict(
+        up_indptr, up_head, parent, down_t, down_d, keep_down, dst_node
+    )
     dst_local = np.where(dst_node >= 0, local_of[np.maximum(dst_node, 0)], -1).astype(np.int32)
     n_batches = (S + LANES - 1) // LANES
     n_chunks = min(n_batches, max(1, numba_threads()) * 4)
@@ -309,7 +366,7 @@ def numba_threads() -> int:
 
 
 @nb.njit(cache=True)
-def _restrict(up_indptr, up_head, parent, down_t, down_d, dst_node):
+def _restrict(up_indptr, up_head, parent, down_t, down_d, keep_down, dst_node):
     n = len(up_indptr) - 1
     mark = np.zeros(n, np.bool_)
     buf = np.empty(n, np.int32)
@@ -321,7 +378,8 @@ def _restrict(up_indptr, up_head, parent, down_t, down_d, dst_node):
         local_of[r_nodes[i]] = i
     n_arcs = 0
     for v in r_nodes:
-        n_arcs += up_indptr[v + 1] - up_indptr[v]
+        for a in range(up_indptr[v], up_indptr[v + 1]):
+            n_arcs += keep_down[a]
     l_indptr = np.zeros(len(r_nodes) + 1, np.int64)
     l_head = np.empty(n_arcs, np.int32)
     l_wt = np.empty(n_arcs, np.float64)
@@ -330,6 +388,8 @@ def _restrict(up_indptr, up_head, parent, down_t, down_d, dst_node):
     for i in range(len(r_nodes)):
         v = r_nodes[i]
         for a in range(up_indptr[v], up_indptr[v + 1]):
+            if not keep_down[a]:
+                continue
             l_head[k] = local_of[up_head[a]]  # ancestors of a node in R are in R
             l_wt[k] = down_t[a]
             l_wd[k] = down_d[a]

@@ -150,7 +150,7 @@ def travel_matrix(
     tn, tt, td = target_seeds(g, dst)
     time_s, dist_m = ch.many_to_many(
         c.up_indptr, c.up_head, c.parent, m.up_time, m.up_dist, m.down_time, m.down_dist, sn, st, sd, tn, tt, td,
-        distances,
+        distances, ch.tight_down(c, m),
     )
     rows, cols, ts, ds = same_street(g, src, dst)
     better = ts < time_s[rows, cols]
