@@ -313,8 +313,8 @@ def _signed_distance_m(lat_deg, lng_deg, edges, out):
     """Signed distance to the rings' edges in metres, negative inside (boundary = 0).
 
     Each point uses a local projection centred on itself, with WGS84 radii of
-    curvature at its latitude: the error is relative, about d / R for a nearest edge
-    d metres away (1.6e-5 at 100 m), far below GPS accuracy.
+    curvature at its latitude: the error is relative, at most about tan|lat| * d / R
+    for a nearest edge d metres away (2e-5 at 100 m and 52 deg), far below GPS accuracy.
     """
     d2r = math.pi / 180.0
     all_ids = np.arange(edges.shape[0])
