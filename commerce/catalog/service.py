@@ -1,27 +1,33 @@
 """Catalog use cases: build the tree and products, read a product, search with facets, stock per depot.
 
-Search is one SQL round trip: a materialised CTE of the matching products, from which
-the page, the total, the facet counts (unnest of the `facets` token array) and the price
-bands are all aggregated. Full text uses the stored tsvector with `ts_rank_cd`; when the
-words match nothing, the query is retried as trigram word similarity on the name (typo
-tolerance) and the result says so (`corrected`). We chose "fallback when empty" over
-always OR-ing both: the OR makes every search pay for the trigram scan and ranks fuzzy
-matches among exact ones.
+Search reads `product_search`, a narrow row per published product (tsvector, int[] of
+facet token ids, prices per currency) kept in step by `refresh_search_fields`. A search
+is one SQL round trip: a materialised CTE of the matching rows, from which the page, the
+facet counts (unnest of the token ids + GROUP BY; the token '*' counts the total,
+'cat:<id>' the categories at every level, 'price:<cur>:<band>' the price bands) are all
+aggregated. Full text uses the stored tsvector with `ts_rank_cd`. When the words match
+nothing, each unknown word is replaced by the closest word of the catalog
+(`catalog_words`, Levenshtein ≤ 2) and the search runs again (`corrected`); we chose
+correcting words over fuzzy-matching every product name because the word list is
+thousands of rows where the names are 100k, and the corrected query keeps full-text
+ranking.
 
-Facet counts are computed over the products that match every selected filter
-(conjunctive counts), which is what the counts next to each value promise: "this many
-if you also tick this".
+Browsing a category with no filter reads the counts from `facet_counts` (exact,
+maintained incrementally) instead of counting tens of thousands of products per request.
+Facet counts are over the products matching every selected filter (conjunctive counts):
+"this many if you also tick this".
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from commerce import money
@@ -30,7 +36,6 @@ from core.errors import NotFound, ValidationFailed
 
 # Price band edges (in the currency searched); the last band is open-ended.
 PRICE_BANDS: tuple[Decimal, ...] = tuple(Decimal(x) for x in ("0", "10", "25", "50", "100", "250"))
-TRGM_WORD_THRESHOLD = 0.45  # word_similarity above which a misspelt word still matches a name
 MAX_PER_PAGE = 100
 
 
@@ -129,25 +134,95 @@ async def create_product(*, db: AsyncSession, type_id: int, category_id: int, na
     return product
 
 
+def _band_case(amount_sql: str) -> str:
+    """SQL giving the price band index (0..len-1) of an amount."""
+    parts = []
+    for i, lo in enumerate(PRICE_BANDS):
+        hi = PRICE_BANDS[i + 1] if i + 1 < len(PRICE_BANDS) else None
+        parts.append(f"WHEN {amount_sql} >= {lo}" + (f" AND {amount_sql} < {hi}" if hi is not None else "") + f" THEN {i}")
+    return "CASE " + " ".join(parts) + " END"
+
+
+# The facet tokens of a product: '*' (every product), its categories up the tree, brand,
+# product and variant attribute values, and its price band per currency.
+_TOKENS_SQL = f"""
+    ARRAY(SELECT DISTINCT t FROM (
+        SELECT '*' AS t
+        UNION ALL SELECT 'cat:' || c FROM catalog_categories cc, unnest(cc.path) c WHERE cc.id = p.category_id
+        UNION ALL SELECT 'brand:' || p.brand WHERE p.brand <> ''
+        UNION ALL SELECT key || ':' || value FROM jsonb_each_text(p.attributes)
+        UNION ALL SELECT a.key || ':' || a.value FROM product_variants v, jsonb_each_text(v.attributes) a
+                  WHERE v.product_id = p.id AND v.active
+        UNION ALL SELECT 'price:' || key || ':' || ({_band_case("value::numeric")}) FROM jsonb_each_text(p.prices)
+    ) tokens ORDER BY t)
+"""
+
+# Per (bucket, token) counts of a set of product_search rows; bucket 0 is the whole catalog,
+# other buckets are the categories the product sits in (at every level).
+_COUNTS_SQL = """
+    SELECT b.bucket, t AS token_id, count(*) AS n
+    FROM product_search s
+    CROSS JOIN LATERAL (SELECT 0 AS bucket UNION ALL
+                        SELECT ft.category_id FROM facet_tokens ft
+                        WHERE ft.id = ANY(s.facet_ids) AND ft.category_id IS NOT NULL) b
+    CROSS JOIN LATERAL unnest(s.facet_ids) t
+    {where}
+    GROUP BY 1, 2
+"""
+
+
 async def refresh_search_fields(*, db: AsyncSession, product_ids: list[int] | None = None) -> None:
-    """Recompute the denormalised `prices` and `facets` of products (all when `product_ids` is None)."""
-    where = "WHERE p.id = ANY(:ids)" if product_ids is not None else ""
+    """Recompute products' denormalised prices and facet tokens and their search rows and facet counts.
+
+    With `product_ids` the change is incremental: the products' old contribution to
+    `facet_counts` is subtracted and the new one added, in the caller's transaction.
+    Without, everything is rebuilt (seed, reindex).
+    """
+    ids = {"ids": product_ids} if product_ids is not None else {}
+    where_p = "WHERE p.id = ANY(:ids)" if product_ids is not None else ""
     await db.execute(text(f"""
-        UPDATE products p SET
-          prices = coalesce((
+        UPDATE products p SET prices = coalesce((
               SELECT jsonb_object_agg(currency, min_amount::text) FROM (
                   SELECT vp.currency, min(vp.amount) AS min_amount
                   FROM product_variants v JOIN variant_prices vp ON vp.variant_id = v.id
-                  WHERE v.product_id = p.id AND v.active GROUP BY vp.currency) m), '{{}}'),
-          facets = ARRAY(SELECT DISTINCT t FROM (
-              SELECT 'cat:' || c AS t FROM catalog_categories cc, unnest(cc.path) c WHERE cc.id = p.category_id
-              UNION ALL SELECT 'brand:' || p.brand WHERE p.brand <> ''
-              UNION ALL SELECT key || ':' || value FROM jsonb_each_text(p.attributes)
-              UNION ALL SELECT a.key || ':' || a.value FROM product_variants v, jsonb_each_text(v.attributes) a
-                        WHERE v.product_id = p.id AND v.active
-          ) tokens ORDER BY t)
-        {where}
-    """), {"ids": product_ids} if product_ids is not None else {})
+                  WHERE v.product_id = p.id AND v.active GROUP BY vp.currency) m), '{{}}')
+        {where_p}
+    """), ids)
+    await db.execute(text(f"UPDATE products p SET facets = {_TOKENS_SQL} {where_p}"), ids)
+    await db.execute(text(f"""
+        INSERT INTO facet_tokens (token, category_id)
+        SELECT DISTINCT t, CASE WHEN t LIKE 'cat:%' THEN substr(t, 5)::int END
+        FROM products p, unnest(p.facets) t {where_p}
+        ON CONFLICT (token) DO NOTHING
+    """), ids)
+    if product_ids is not None:
+        await _apply_counts(db, "WHERE s.product_id = ANY(:ids)", ids, sign=-1)
+        await db.execute(text("DELETE FROM product_search WHERE product_id = ANY(:ids)"), ids)
+    else:
+        await db.execute(text("TRUNCATE facet_counts, product_search"))
+    await db.execute(text(f"""
+        INSERT INTO product_search (product_id, search, facet_ids, prices, early_access_until)
+        SELECT p.id, p.search,
+               ARRAY(SELECT ft.id FROM facet_tokens ft WHERE ft.token = ANY(p.facets) ORDER BY ft.id),
+               p.prices, p.early_access_until
+        FROM products p WHERE p.published {"AND p.id = ANY(:ids)" if product_ids is not None else ""}
+    """), ids)
+    await _apply_counts(db, "WHERE s.product_id = ANY(:ids)" if product_ids is not None else "", ids, sign=1)
+    await db.execute(text(f"""
+        INSERT INTO catalog_words (word)
+        SELECT DISTINCT w FROM products p,
+               regexp_split_to_table(lower(p.name || ' ' || p.brand), '[^[:alpha:]]+') w
+        WHERE length(w) >= 3 {"AND p.id = ANY(:ids)" if product_ids is not None else ""}
+        ON CONFLICT DO NOTHING
+    """), ids)
+
+
+async def _apply_counts(db: AsyncSession, where: str, params: dict, *, sign: int) -> None:
+    await db.execute(text(f"""
+        INSERT INTO facet_counts (category_id, token_id, n)
+        SELECT bucket, token_id, {sign} * n FROM ({_COUNTS_SQL.format(where=where)}) c
+        ON CONFLICT (category_id, token_id) DO UPDATE SET n = facet_counts.n + EXCLUDED.n
+    """), params)
 
 
 async def set_stock(*, db: AsyncSession, variant_id: int, depot_id: int, quantity: int) -> None:
@@ -222,16 +297,8 @@ class SearchResult:
     facets: dict[str, list[dict[str, Any]]]
     categories: list[dict[str, Any]]
     price_bands: list[dict[str, Any]]
-    corrected: bool  # True when the words matched nothing and the typo-tolerant search answered
-
-
-def _band_sql() -> str:
-    parts = []
-    for i, lo in enumerate(PRICE_BANDS):
-        hi = PRICE_BANDS[i + 1] if i + 1 < len(PRICE_BANDS) else None
-        cond = f"price >= {lo}" + (f" AND price < {hi}" if hi is not None else "")
-        parts.append(f"WHEN {cond} THEN {i}")
-    return "CASE " + " ".join(parts) + " END"
+    corrected: bool  # True when the words matched nothing and a spelling correction answered
+    query: str = ""  # the query actually run (the corrected one when `corrected`)
 
 
 async def search(*, db: AsyncSession, q: str = "", category_id: int | None = None,
@@ -243,104 +310,175 @@ async def search(*, db: AsyncSession, q: str = "", category_id: int | None = Non
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     page = max(1, page)
     q = q.strip()[:200]
-    result = await _search_once(db, q=q, typo=False, category_id=category_id, filters=filters or {}, cur=cur,
-                                price_min=price_min, price_max=price_max, sort=sort, page=page, per_page=per_page,
-                                early_access=early_access)
+    filters = {k: v for k, v in (filters or {}).items() if v}
+    # JIT compilation costs tens of ms and only pays off on long analytical queries; a search
+    # over a large category crosses the planner's JIT cost threshold without benefiting.
+    await db.execute(text("SET LOCAL jit = off"))
+    kw = dict(category_id=category_id, filters=filters, cur=cur, price_min=price_min, price_max=price_max, sort=sort,
+              page=page, per_page=per_page, early_access=early_access)
+    if not q and not filters and price_min is None and price_max is None and (
+            early_access or not await _early_access_in(db, category_id)):
+        return await _browse(db, **kw)
+    result = await _search_once(db, q=q, **kw)
     if result.total == 0 and q:
-        result = await _search_once(db, q=q, typo=True, category_id=category_id, filters=filters or {}, cur=cur,
-                                    price_min=price_min, price_max=price_max, sort=sort, page=page,
-                                    per_page=per_page, early_access=early_access)
-        result.corrected = result.total > 0
+        fixed = await correct_spelling(db=db, q=q)
+        if fixed and fixed != q.lower():
+            result = await _search_once(db, q=fixed, **kw)
+            result.corrected = result.total > 0
     return result
 
 
-async def _search_once(db: AsyncSession, *, q: str, typo: bool, category_id: int | None,
-                       filters: dict[str, list[str]], cur: str, price_min: Decimal | None,
-                       price_max: Decimal | None, sort: str, page: int, per_page: int,
-                       early_access: bool) -> SearchResult:
-    where = ["p.published"]
-    params: dict[str, Any] = {"cur": cur, "limit": per_page, "offset": (page - 1) * per_page}
-    rank = "0::real"
-    if not early_access:
-        where.append("(p.early_access_until IS NULL OR p.early_access_until <= now())")
-    if q and not typo:
-        where.append("p.search @@ websearch_to_tsquery('english', :q)")
-        rank = "ts_rank_cd(p.search, websearch_to_tsquery('english', :q))"
-        params["q"] = q
-    elif q:
-        # SET LOCAL: the threshold holds for this transaction only.
-        await db.execute(text(f"SET LOCAL pg_trgm.word_similarity_threshold = {TRGM_WORD_THRESHOLD}"))
-        where.append(":q <% p.name")
-        rank = "word_similarity(:q, p.name)"
-        params["q"] = q
-    tokens: list[str] = []
-    if category_id is not None:
-        tokens.append(f"cat:{category_id}")
-    for i, (key, values) in enumerate(sorted(filters.items())):
-        vals = [f"{key}:{v}" for v in values if v]
-        if len(vals) == 1:
-            tokens.extend(vals)
-        elif vals:
-            where.append(f"p.facets && CAST(:any{i} AS text[])")  # any of the values of one attribute
-            params[f"any{i}"] = vals
-    if tokens:
-        where.append("p.facets @> CAST(:all AS text[])")  # every selected attribute
-        params["all"] = tokens
-    price = "(p.prices ->> :cur)::numeric"
-    where.append(f"{price} IS NOT NULL")
-    if price_min is not None:
-        where.append(f"{price} >= :pmin")
-        params["pmin"] = price_min
-    if price_max is not None:
-        where.append(f"{price} <= :pmax")
-        params["pmax"] = price_max
-    order = {
-        "price_asc": "price ASC, id",
-        "price_desc": "price DESC, id",
-        "newest": "id DESC",
-    }.get(sort, "rank DESC, id")
-    sql = f"""
-        WITH matched AS MATERIALIZED (
-            SELECT p.id, p.slug, p.name, p.brand, {price} AS price, p.facets, {rank} AS rank
-            FROM products p WHERE {' AND '.join(where)}
-        ),
-        page AS (SELECT id, slug, name, brand, price, rank FROM matched ORDER BY {order} LIMIT :limit OFFSET :offset),
-        facet AS (SELECT t, count(*) AS n FROM matched, unnest(facets) t GROUP BY t),
-        band AS (SELECT {_band_sql().replace('price', 'm.price')} AS b, count(*) AS n FROM matched m GROUP BY 1)
-        SELECT (SELECT count(*) FROM matched) AS total,
-               (SELECT coalesce(json_agg(page ORDER BY {order.replace('rank', 'page.rank')}), '[]') FROM page) AS items,
-               (SELECT coalesce(json_agg(json_build_array(t, n)), '[]') FROM facet) AS facets,
-               (SELECT coalesce(json_agg(json_build_array(b, n)), '[]') FROM band) AS bands
-    """
-    row = (await db.execute(text(sql), params)).one()
-    items = row.items if isinstance(row.items, list) else json.loads(row.items)
-    facet_rows = row.facets if isinstance(row.facets, list) else json.loads(row.facets)
-    band_rows = row.bands if isinstance(row.bands, list) else json.loads(row.bands)
+async def correct_spelling(*, db: AsyncSession, q: str) -> str | None:
+    """The query with each unknown word replaced by the closest catalog word (Levenshtein ≤ 2, trigram tie-break)."""
+    words = [w for w in re.split(r"[^\w]+", q.lower()) if w]
+    if not words:
+        return None
+    out = []
+    for w in words:
+        if len(w) < 3:
+            out.append(w)
+            continue
+        row = (await db.execute(text("""
+            SELECT word FROM catalog_words
+            WHERE length(word) BETWEEN :lo AND :hi AND levenshtein_less_equal(word, :w, :k) <= :k
+            ORDER BY levenshtein_less_equal(word, :w, :k), similarity(word, :w) DESC, word LIMIT 1
+        """), {"w": w, "lo": len(w) - 2, "hi": len(w) + 2, "k": 1 if len(w) <= 4 else 2})).first()
+        out.append(row.word if row else w)
+    return " ".join(out)
+
+
+async def _early_access_in(db: AsyncSession, category_id: int | None) -> bool:
+    """Whether early-access products are hidden in this scope right now (then counts cannot be precomputed)."""
+    token = f"cat:{category_id}" if category_id is not None else "*"
+    return (await db.execute(text("""
+        SELECT EXISTS (SELECT 1 FROM product_search s WHERE s.early_access_until IS NOT NULL
+                       AND s.early_access_until > now()
+                       AND s.facet_ids @> ARRAY[(SELECT id FROM facet_tokens WHERE token = :t)])
+    """), {"t": token})).scalar_one()
+
+
+_ORDER = {"price_asc": "price ASC NULLS LAST, id", "price_desc": "price DESC NULLS LAST, id", "newest": "id DESC"}
+
+
+def _decode(cur: str, token_counts: list[list[Any]]) -> tuple[int, dict, dict[int, int], list[dict]]:
     facets: dict[str, list[dict[str, Any]]] = {}
     cat_counts: dict[int, int] = {}
-    for token, n in facet_rows:
+    bands = []
+    total = 0
+    for token, n in token_counts:
         key, _, value = token.partition(":")
-        if key == "cat":
+        if token == "*":
+            total = n
+        elif key == "cat":
             cat_counts[int(value)] = n
+        elif key == "price":
+            c, _, b = value.partition(":")
+            if c == cur:
+                i = int(b)
+                bands.append({"min": PRICE_BANDS[i], "max": PRICE_BANDS[i + 1] if i + 1 < len(PRICE_BANDS) else None,
+                              "count": n})
         else:
             facets.setdefault(key, []).append({"value": value, "count": n})
     for values in facets.values():
         values.sort(key=lambda x: (-x["count"], x["value"]))
+    bands.sort(key=lambda b: b["min"])
+    return total, facets, cat_counts, bands
+
+
+async def _finish(db: AsyncSession, *, cur: str, total: int | None, items: list, token_counts: list) -> SearchResult:
+    counted_total, facets, cat_counts, bands = _decode(cur, token_counts)
     categories = []
     if cat_counts:
         cats = (await db.execute(select(Category.id, Category.slug, Category.name, Category.parent_id)
                                  .where(Category.id.in_(list(cat_counts))))).all()
         categories = sorted(({"id": c.id, "slug": c.slug, "name": c.name, "parent_id": c.parent_id,
                               "count": cat_counts[c.id]} for c in cats), key=lambda c: (-c["count"], c["name"]))
-    bands = []
-    for b, n in sorted(band_rows):
-        lo = PRICE_BANDS[b]
-        hi = PRICE_BANDS[b + 1] if b + 1 < len(PRICE_BANDS) else None
-        bands.append({"min": lo, "max": hi, "count": n})
-    for it in items:
-        it["price"] = money.round_money(Decimal(str(it["price"])), cur)
-    return SearchResult(total=row.total, items=items, facets=facets, categories=categories, price_bands=bands,
-                        corrected=False)
+    out = []
+    for pid, slug, name, brand, price, rank in items:
+        out.append({"id": pid, "slug": slug, "name": name, "brand": brand,
+                    "price": money.round_money(Decimal(str(price)), cur) if price is not None else None, "rank": rank})
+    return SearchResult(total=counted_total if total is None else total, items=out, facets=facets, categories=categories,
+                        price_bands=bands, corrected=False)
+
+
+_PAGE_JSON = """coalesce(json_agg(json_build_array(pg.id, p.slug, p.name, p.brand, pg.price, pg.rank) ORDER BY pg.ord), '[]')"""
+
+
+async def _browse(db: AsyncSession, *, category_id: int | None, cur: str, sort: str, page: int, per_page: int,
+                  **_: Any) -> SearchResult:
+    """A category (or the whole catalog) without filters: counts from facet_counts, one page from the index."""
+    token = f"cat:{category_id}" if category_id is not None else "*"
+    order = _ORDER.get(sort, "id")
+    row = (await db.execute(text(f"""
+        WITH pg AS (
+            SELECT s.product_id AS id, (s.prices ->> :cur)::numeric AS price, 0::real AS rank,
+                   row_number() OVER (ORDER BY {order.replace("id", "s.product_id").replace("price", "(s.prices ->> :cur)::numeric")}) AS ord
+            FROM product_search s
+            WHERE s.facet_ids @> ARRAY[(SELECT id FROM facet_tokens WHERE token = :token)] AND s.prices ? :cur
+            ORDER BY {order.replace("id", "s.product_id").replace("price", "(s.prices ->> :cur)::numeric")}
+            LIMIT :limit OFFSET :offset
+        )
+        SELECT (SELECT {_PAGE_JSON} FROM pg JOIN products p ON p.id = pg.id) AS items,
+               (SELECT coalesce(json_agg(json_build_array(ft.token, c.n)), '[]')
+                FROM facet_counts c JOIN facet_tokens ft ON ft.id = c.token_id
+                WHERE c.category_id = :bucket AND c.n > 0) AS counts
+    """), {"cur": cur, "token": token, "bucket": category_id or 0, "limit": per_page, "offset": (page - 1) * per_page})).one()
+    return await _finish(db, cur=cur, total=None, items=_json(row.items), token_counts=_json(row.counts))
+
+
+def _json(value: Any) -> list:
+    return value if isinstance(value, list) else json.loads(value)
+
+
+async def _search_once(db: AsyncSession, *, q: str, category_id: int | None, filters: dict[str, list[str]], cur: str,
+                       price_min: Decimal | None, price_max: Decimal | None, sort: str, page: int, per_page: int,
+                       early_access: bool) -> SearchResult:
+    where = ["s.prices ? :cur"]
+    params: dict[str, Any] = {"cur": cur, "limit": per_page, "offset": (page - 1) * per_page}
+    rank = "0::real"
+    if not early_access:
+        where.append("(s.early_access_until IS NULL OR s.early_access_until <= now())")
+    if q:
+        where.append("s.search @@ websearch_to_tsquery('english', :q)")
+        rank = "ts_rank_cd(s.search, websearch_to_tsquery('english', :q))"
+        params["q"] = q
+    # Tokens are resolved to ids in the query; an unknown token resolves to -1, which no row has
+    # (dropping it instead would silently widen the search).
+    all_tokens = [f"cat:{category_id}"] if category_id is not None else []
+    for i, (key, values) in enumerate(sorted(filters.items())):
+        tokens = [f"{key}:{v}" for v in values]
+        if len(tokens) == 1:
+            all_tokens += tokens
+        else:
+            where.append(f"s.facet_ids && (SELECT coalesce(array_agg(id), ARRAY[-1]) FROM facet_tokens WHERE token = ANY(:any{i}))")
+            params[f"any{i}"] = tokens
+    if all_tokens:
+        where.append("s.facet_ids @> (SELECT CASE WHEN count(*) = :n_all THEN array_agg(id) ELSE ARRAY[-1] END "
+                     "FROM facet_tokens WHERE token = ANY(:all))")
+        params["all"], params["n_all"] = all_tokens, len(all_tokens)
+    price = "(s.prices ->> :cur)::numeric"
+    if price_min is not None:
+        where.append(f"{price} >= :pmin")
+        params["pmin"] = price_min
+    if price_max is not None:
+        where.append(f"{price} <= :pmax")
+        params["pmax"] = price_max
+    order = _ORDER.get(sort, "rank DESC, id")
+    row = (await db.execute(text(f"""
+        WITH matched AS MATERIALIZED (
+            SELECT s.product_id AS id, {price} AS price, s.facet_ids, {rank} AS rank
+            FROM product_search s WHERE {' AND '.join(where)}
+        ),
+        pg AS (SELECT id, price, rank, row_number() OVER (ORDER BY {order}) AS ord
+               FROM matched ORDER BY {order} LIMIT :limit OFFSET :offset),
+        counts AS (SELECT t, count(*) AS n FROM matched, unnest(facet_ids) t GROUP BY t)
+        SELECT (SELECT {_PAGE_JSON} FROM pg JOIN products p ON p.id = pg.id) AS items,
+               (SELECT coalesce(json_agg(json_build_array(ft.token, counts.n)), '[]')
+                FROM counts JOIN facet_tokens ft ON ft.id = counts.t) AS counts
+    """), params)).one()
+    result = await _finish(db, cur=cur, total=None, items=_json(row.items), token_counts=_json(row.counts))
+    result.query = q
+    return result
 
 
 async def delete_product(*, db: AsyncSession, product_id: int) -> None:
@@ -358,4 +496,3 @@ async def available_stock(*, db: AsyncSession, variant_ids: list[int]) -> dict[i
     return {v: int(n) for v, n in rows}
 
 
-_ = (delete, UTC)  # imported for callers' convenience in tests

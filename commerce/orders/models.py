@@ -44,6 +44,7 @@ class PaymentStatus(StrEnum):
 class DeliveryStatus(StrEnum):
     NOT_READY = "not_ready"  # not handed to dispatch yet
     AWAITING_DISPATCH = "awaiting_dispatch"  # order.paid emitted; dispatch owns it now
+    OUT_FOR_DELIVERY = "out_for_delivery"  # picked up at the depot (delivery.picked_up heard): no more cancelling
     DELIVERED = "delivered"  # delivery.completed heard
     FAILED = "failed"  # delivery.failed heard
     CANCELLED = "cancelled"  # never going out
