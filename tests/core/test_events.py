@@ -446,3 +446,20 @@ async def test_run_consumers_hosts_several_groups_in_one_process_until_stopped(b
     stop.set()
     await asyncio.wait_for(task, 30)
     assert sorted(await bus.effects()) == sorted(ids) and sorted(seen) == sorted(ids)
+
+
+async def test_emit_many_through_a_session_and_a_follow_up_event_emitted_by_a_handler_commits_with_its_effect(bus, pool, sessions):
+    from core.events import NewEvent, emit_many
+
+    async with sessions() as session, session.begin():
+        ids = await emit_many(session, [NewEvent("order.paid", {"seq": i}, "order", i) for i in range(3)])
+    await bus.relay().drain()
+
+    async def handler(conn, event):
+        await bus.handler(conn, event)
+        await emit(conn, type="loyalty.credited", payload={"for": event.event_id})
+
+    await bus.consumer(handler=handler, types=["order.*"]).run_until_idle()
+    follow_ups = await pool.fetch("SELECT payload->>'for' AS f FROM outbox WHERE type = 'loyalty.credited'")
+    assert sorted(r["f"] for r in follow_ups) == sorted(str(i) for i in ids)
+    assert sorted(await bus.effects()) == sorted(ids)
