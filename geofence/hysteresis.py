@@ -122,6 +122,7 @@ class _ZoneState:
     entered_ts_s: float = 0.0
     dwell_fired: bool = False
     anchor: _Fix | None = None  # last fix clearly outside (for the segment test)
+    anchor_d_m: float | None = None  # its signed distance, when known
 
 
 class DriverTracker:
@@ -142,6 +143,7 @@ class DriverTracker:
         self._stop_arriving = False
         self._stop_arrived = False
         self._bounds_ids: tuple[str, ...] = ()
+        self._bounds_version = -1
         self._bounds = np.empty((0, 4))
 
     # -- public -----------------------------------------------------------------------
@@ -209,7 +211,8 @@ class DriverTracker:
             "evaluated_prev": sorted(self._evaluated_prev),
             "zones": {z: {"inside": s.inside, "run": [s.run.count, s.run.start_ts_s],
                           "entered_ts_s": s.entered_ts_s, "dwell_fired": s.dwell_fired,
-                          "anchor": fix(s.anchor)} for z, s in self._zones.items()},
+                          "anchor": fix(s.anchor), "anchor_d_m": s.anchor_d_m}
+                      for z, s in self._zones.items()},
             "stop": None if self._stop is None else [self._stop.stop_id, self._stop.lat_deg,
                                                      self._stop.lng_deg, self._stop.arrived_radius_m],
             "stop_run": [self._stop_run.count, self._stop_run.start_ts_s],
@@ -236,7 +239,8 @@ class DriverTracker:
             if z in index:
                 t._zones[z] = _ZoneState(inside=s["inside"], run=_Run(*s["run"]),
                                          entered_ts_s=s["entered_ts_s"],
-                                         dwell_fired=s["dwell_fired"], anchor=fix(s["anchor"]))
+                                         dwell_fired=s["dwell_fired"], anchor=fix(s["anchor"]),
+                                         anchor_d_m=s.get("anchor_d_m"))
         if state["stop"] is not None:
             t._stop = Stop(*state["stop"])
         t._stop_run = _Run(*state["stop_run"])
@@ -250,8 +254,9 @@ class DriverTracker:
         return max(self.config.min_margin_m, self.config.accuracy_factor * accuracy_m)
 
     def _candidates(self, fix: _Fix, prev: _Fix | None) -> list[str]:
-        if self._bounds_ids != self.index.zone_ids:
+        if self._bounds_version != self.index.version:
             self._bounds_ids, self._bounds = self.index.bounds_array()
+            self._bounds_version = self.index.version
         lats = [fix.lat_deg] + ([prev.lat_deg] if prev else [])
         lngs = [fix.lng_deg] + ([prev.lng_deg] if prev else [])
         # Grow the segment's box by the margin so "clearly outside" is decided by a
@@ -277,6 +282,7 @@ class DriverTracker:
             if zone_id not in self._evaluated_prev:
                 # Not a candidate at the previous fix: that fix was clearly outside.
                 st.anchor = prev
+                st.anchor_d_m = None
             d = float(self.index.signed_distance_m(zone_id=zone_id, lat_deg=fix.lat_deg,
                                                    lng_deg=fix.lng_deg)[0])
             if st.inside:
@@ -289,6 +295,7 @@ class DriverTracker:
                     exited_ts_s = st.run.start_ts_s
                     st.run.reset()
                     st.anchor = fix
+                    st.anchor_d_m = d
                     events.append(GeofenceEvent(kind=ZONE_EXITED, ts_s=exited_ts_s,
                                                 detected_ts_s=fix.ts_s, zone_id=zone_id, distance_m=d))
                 elif not st.dwell_fired and fix.ts_s - st.entered_ts_s >= cfg.dwell_s:
@@ -311,8 +318,10 @@ class DriverTracker:
             if d > margin:
                 if (crossing_ok and st.anchor is not None
                         and fix.ts_s - st.anchor.ts_s <= cfg.max_crossing_gap_s):
-                    events += self._crossing_events(zone_id=zone_id, start=st.anchor, end=fix)
+                    events += self._crossing_events(zone_id=zone_id, start=st.anchor, end=fix,
+                                                    start_d_m=st.anchor_d_m, end_d_m=d)
                 st.anchor = fix
+                st.anchor_d_m = d
             elif not crossing_ok:
                 st.anchor = None
         self._evaluated_prev = evaluated
@@ -322,12 +331,21 @@ class DriverTracker:
             del self._zones[zone_id]
         return events
 
-    def _crossing_events(self, *, zone_id: str, start: _Fix, end: _Fix) -> list[GeofenceEvent]:
+    def _crossing_events(self, *, zone_id: str, start: _Fix, end: _Fix, start_d_m: float | None,
+                         end_d_m: float) -> list[GeofenceEvent]:
         cfg = self.config
+        margin = max(self._margin_m(start.accuracy_m), self._margin_m(end.accuracy_m))
+        if start_d_m is not None:
+            # Signed distance is 1-Lipschitz, so along a segment of length L from a point
+            # d1 outside to one d2 outside it stays >= (d1 + d2 - L) / 2: skip the
+            # sampling when that cannot go deeper than the margin (the usual case).
+            length_m = segment_length_m(lat1_deg=start.lat_deg, lng1_deg=start.lng_deg,
+                                        lat2_deg=end.lat_deg, lng2_deg=end.lng_deg)
+            if (start_d_m + end_d_m - length_m) / 2.0 >= -margin:
+                return []
         crossing = segment_crossing(self.index, zone_id=zone_id, lat1_deg=start.lat_deg,
                                     lng1_deg=start.lng_deg, lat2_deg=end.lat_deg,
                                     lng2_deg=end.lng_deg, step_m=cfg.crossing_step_m)
-        margin = max(self._margin_m(start.accuracy_m), self._margin_m(end.accuracy_m))
         if crossing is None or crossing.depth_m <= margin:
             return []
         span = end.ts_s - start.ts_s

@@ -402,6 +402,8 @@ class ZoneIndex:
         self._face_table = h3grid.face_table(res=resolution)
         self._prepared: dict[str, _Prepared] = {}
         self._tables: dict[str, Any] | None = None
+        self._bounds: tuple[tuple[str, ...], np.ndarray] | None = None
+        self.version = 0  # bumped by every change, so callers can cache per version
         for zone in zones:
             self.add(zone)
 
@@ -425,17 +427,22 @@ class ZoneIndex:
         edges = _ring_edges(zone.geometry)
         cover = _cover_zone(zone.geometry, edges, self.resolution)
         self._prepared[zone.zone_id] = _Prepared(zone=zone, edges=edges, cover=cover)
+        self._changed()
+
+    def _changed(self) -> None:
         self._tables = None
+        self._bounds = None
+        self.version += 1
 
     def remove(self, zone_id: str) -> None:
         """Remove a zone; KeyError if absent."""
         del self._prepared[zone_id]
-        self._tables = None
+        self._changed()
 
     def rebuild(self, zones: Iterable[Zone]) -> None:
         """Replace all zones."""
         self._prepared.clear()
-        self._tables = None
+        self._changed()
         for zone in zones:
             self.add(zone)
 
@@ -585,7 +592,8 @@ class ZoneIndex:
 
     def bounds_array(self) -> tuple[tuple[str, ...], np.ndarray]:
         """Zone ids and an (n, 4) array of their bounds, for cheap candidate filtering."""
-        ids = self.zone_ids
-        if not ids:
-            return ids, np.empty((0, 4))
-        return ids, np.array([self._prepared[z].zone.geometry.bounds for z in ids])
+        if self._bounds is None:
+            ids = self.zone_ids
+            b = np.array([self._prepared[z].zone.geometry.bounds for z in ids]) if ids else np.empty((0, 4))
+            self._bounds = (ids, b)
+        return self._bounds
