@@ -24,7 +24,7 @@ result says so: a late fix must not fire events backwards.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -66,6 +66,7 @@ class GeofenceEvent:
     kind: str  # one of zone.entered, zone.exited, zone.dwell, stop.arriving, stop.arrived
     ts_s: float
     detected_ts_s: float
+    driver_id: str | None = None
     zone_id: str | None = None
     stop_id: str | None = None
     inferred: bool = False  # True when found on the segment between fixes, not at a fix
@@ -191,6 +192,8 @@ class DriverTracker:
         self._last = fix
         events = self._update_zones(fix=fix, prev=prev, crossing_ok=crossing_ok)
         events += self._update_stop(fix=fix, eta_s=eta_s)
+        if self.driver_id is not None:
+            events = [replace(e, driver_id=self.driver_id) for e in events]
         events.sort(key=lambda e: e.ts_s)
         return FixResult(accepted=True, events=events)
 
@@ -276,6 +279,10 @@ class DriverTracker:
         events: list[GeofenceEvent] = []
         margin = self._margin_m(fix.accuracy_m)
         evaluated = set()
+        # A zone removed from the index is forgotten without an exit event: it no
+        # longer exists, so there is nothing to have left.
+        for zone_id in [z for z in self._zones if z not in self.index]:
+            del self._zones[zone_id]
         for zone_id in self._candidates(fix, prev):
             evaluated.add(zone_id)
             st = self._zones.setdefault(zone_id, _ZoneState())

@@ -48,7 +48,7 @@ class Zone:
     zone_id: str
     geometry: Polygon | MultiPolygon
     kind: str = "zone"  # free text: "delivery", "depot", "dropoff", ...
-    properties: Mapping[str, Any] = field(default_factory=dict)
+    properties: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.zone_id, str) or not self.zone_id:

@@ -147,3 +147,13 @@ def test_snapshot_round_trip_carries_on_without_duplicate_events(index):
     second = DriverTracker.from_state(state, index=index)
     events += _feed(second, track[100:], accuracy_m=8.0, t0_s=100.0)
     assert [(e.kind, e.ts_s) for e in events] == [(e.kind, e.ts_s) for e in whole]
+
+
+def test_removing_a_zone_forgets_it_and_events_carry_the_driver(index):
+    local = ZoneIndex([Zone.circle(zone_id="tmp", lat_deg=LAT0, lng_deg=LNG0, radius_m=200.0)])
+    tracker = DriverTracker(index=local, driver_id="d-1")
+    events = _feed(tracker, [(0.0, 0.0)] * 20)
+    assert [(e.kind, e.driver_id) for e in events] == [(ZONE_ENTERED, "d-1")]
+    local.remove("tmp")
+    assert _feed(tracker, [(0.0, 0.0)] * 5, t0_s=100.0) == []
+    assert tracker.inside_zones() == []
