@@ -39,7 +39,7 @@ def _config(request: Request) -> dict:
         "scope": pages._path(request, "/driver"),
         "ws_path": "/ws/driver",
         "pings_path": "/v1/tracking/me/pings",
-        "poll_tasks_s": 10,
+        "poll_tasks_s": 5,  # GET /v1/driver/tasks is one Redis read; acked only when the version changes
     }
 
 

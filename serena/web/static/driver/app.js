@@ -33,6 +33,7 @@
   };
   const debug = { sent_ws: 0, sent_http: 0, acked: 0, rejected: 0, uploads: [] };
   window.driverApp = debug;
+  debug.fix = () => state.fix;
 
   // --- small helpers -------------------------------------------------------------------------------------
 
@@ -137,13 +138,17 @@
         if (waiting) { const w = waiting; waiting = null; w.resolve(msg); }
       }
     });
+    let opened = false;
+    ws.addEventListener("open", () => { opened = true; });
     ws.addEventListener("close", function () {
       if (socket === ws) socket = null;
       socketLive = false;
       if (waiting) { const w = waiting; waiting = null; w.resolve(null); }
       setLink(navigator.onLine ? "online" : "offline");
       clearTimeout(socketRetry);
-      socketRetry = setTimeout(openSocket, 15000);
+      // A refused handshake (the server does not take a browser's token on this socket) will not
+      // change in 15 s: retry rarely and keep streaming through the batch endpoint meanwhile.
+      socketRetry = setTimeout(openSocket, opened ? 15000 : 300000);
     });
   }
 
@@ -270,11 +275,35 @@
 
   // --- tasks --------------------------------------------------------------------------------------------------
 
-  function stopState(s) { return state.localState.get(s.job_id + ":" + s.kind) || s.state; }
+  // The planner's wave model: a "depot" stop lists the parcels to load (`load`, package codes);
+  // each is loaded with a pickup scan. Other stops are one job each ("delivery"; "pickup" in
+  // older plans). Local states (from this device's scan / proof answers) win over the list's.
+  const UNLOADED = new Set(["created", "planned", "assigned"]);
+  function jobState(jobId, fallback) { return state.localState.get(jobId) || fallback; }
+  function codeState(code) {
+    const stops = (state.tasks && state.tasks.stops) || [];
+    const s = stops.find((x) => x.package_code === code && x.job_id);
+    return s ? jobState(s.job_id, s.state) : state.localState.get("code:" + code) || "assigned";
+  }
+  function toLoad(s) { return (s.load || []).filter((code) => UNLOADED.has(codeState(code))); }
+  function stopState(s) {
+    if (s.kind === "depot") return toLoad(s).length ? "to load" : "loaded";
+    return jobState(s.job_id, s.state);
+  }
   function stopDone(s) {
     const st = stopState(s);
-    if (s.kind === "pickup") return st !== "planned" && st !== "assigned" && st !== "created";
+    if (s.kind === "depot") return st === "loaded";
+    if (s.kind === "pickup") return !UNLOADED.has(st);
     return DONE_STATES.has(st);
+  }
+  // What a driver needs to know of a job state (the list carries the state at planning time).
+  const LABELS = { created: "planned", planned: "planned", assigned: "planned", picked_up: "on board",
+                   out_for_delivery: "on board", arriving: "at the door" };
+  function stateLabel(s) { const st = stopState(s); return LABELS[st] || st.replace(/_/g, " "); }
+  function stopTitle(s) {
+    const n = (s.load || []).length;
+    if (s.kind === "depot") return "Load " + n + (n === 1 ? " parcel" : " parcels") + " at the depot";
+    return (s.kind === "pickup" ? "Pick up " : "Deliver ") + s.package_code;
   }
 
   async function loadTasks(force) {
@@ -304,15 +333,15 @@
     doc.stops.forEach(function (s) {
       const done = stopDone(s);
       const li = text("li", "stop" + (done ? " is-done" : ""));
-      li.dataset.jobId = s.job_id;
+      li.dataset.jobId = s.job_id || "";
       li.dataset.kind = s.kind;
       li.dataset.state = stopState(s);
       const b = text("button", "stop-open");
       b.type = "button";
-      const title = text("span", "stop-title", (s.kind === "pickup" ? "Pick up " : "Deliver ") + s.package_code);
-      const where = text("span", "stop-where small", s.kind === "pickup" ? "Depot" : (s.address || s.lat.toFixed(5) + ", " + s.lng.toFixed(5)));
-      const when = text("span", "stop-when small muted", "ETA " + hhmm(s.eta) + " · window " + hhmm(s.window_start) + "–" + hhmm(s.window_end));
-      const badge = text("span", "badge " + (done ? "badge-ok" : "badge-muted"), stopState(s).replace(/_/g, " "));
+      const title = text("span", "stop-title", stopTitle(s));
+      const where = text("span", "stop-where small", s.kind === "delivery" ? (s.address || s.lat.toFixed(5) + ", " + s.lng.toFixed(5)) : "Depot");
+      const when = text("span", "stop-when small muted", "ETA " + hhmm(s.eta) + (s.window_start ? " · window " + hhmm(s.window_start) + "–" + hhmm(s.window_end) : ""));
+      const badge = text("span", "badge " + (done ? "badge-ok" : "badge-muted"), stateLabel(s));
       if (!done && !nextMarked) { li.classList.add("is-next"); nextMarked = true; }
       b.append(title, where, when, badge);
       b.addEventListener("click", () => openStop(s));
@@ -328,9 +357,9 @@
   function openStop(s) {
     state.current = s;
     const delivery = s.kind === "delivery";
-    $("[data-stop-title]").textContent = (delivery ? "Deliver " : "Pick up ") + s.package_code;
+    $("[data-stop-title]").textContent = stopTitle(s);
     $("[data-stop-address]").textContent = delivery ? (s.address || "") + (s.recipient_name ? " · " + s.recipient_name : "") : "At the depot";
-    $("[data-stop-meta]").textContent = "ETA " + hhmm(s.eta) + " · window " + hhmm(s.window_start) + "–" + hhmm(s.window_end);
+    $("[data-stop-meta]").textContent = "ETA " + hhmm(s.eta) + (s.window_start ? " · window " + hhmm(s.window_start) + "–" + hhmm(s.window_end) : "");
     // geo: opens the phone's own navigation app with just the coordinates: no map service, works offline.
     const nav = $("[data-stop-nav]");
     nav.href = "geo:" + s.lat + "," + s.lng + "?q=" + s.lat + "," + s.lng;
@@ -342,27 +371,40 @@
     show("stop");
   }
 
+  function renderLoadList() {
+    const s = state.current;
+    const list = $("[data-load-list]");
+    list.replaceChildren();
+    list.hidden = s.kind !== "depot";
+    if (s.kind !== "depot") return;
+    for (const code of s.load || []) {
+      const loaded = !UNLOADED.has(codeState(code));
+      const li = text("li", loaded ? "is-loaded" : "", (loaded ? "✓ " : "") + code);
+      li.dataset.code = code;
+      list.append(li);
+    }
+  }
+
   function renderStopStep() {
     const s = state.current;
     const st = stopState(s);
     const delivery = s.kind === "delivery";
     const done = stopDone(s);
     const needsProof = delivery && st === "arriving";
+    renderLoadList();
     $("[data-step-scan]").hidden = done || needsProof;
     $("[data-step-proof]").hidden = !needsProof;
     $("[data-step-fail]").hidden = !delivery || done;
     const note = $("[data-stop-done]");
     note.hidden = !done;
-    note.textContent = done ? (s.kind === "pickup" ? "Picked up." : st === "delivered" ? "Delivered. Thank you!" : "Marked: " + st.replace(/_/g, " ")) : "";
+    note.textContent = !done ? "" : s.kind === "depot" ? "All parcels loaded." : s.kind === "pickup" ? "Picked up."
+      : st === "delivered" ? "Delivered. Thank you!" : "Marked: " + st.replace(/_/g, " ");
     app.dataset.stopState = st;
   }
 
-  function setLocal(s, st) {
-    state.localState.set(s.job_id + ":" + s.kind, st);
-    if (s.kind === "pickup") {
-      // the delivery of the same job follows the job's state too
-      state.localState.set(s.job_id + ":delivery", st);
-    }
+  function setLocal(jobId, code, st) {
+    state.localState.set(jobId, st);
+    if (code) state.localState.set("code:" + code, st);
     renderTasks();
     renderStopStep();
   }
@@ -379,7 +421,7 @@
     const s = state.current;
     if (!state.fix) return showError("Waiting for a GPS position before scanning.");
     const override = $("[data-override]");
-    const body = { kind: s.kind, code: code.trim().toUpperCase(), lat: state.fix.lat, lng: state.fix.lng,
+    const body = { kind: s.kind === "delivery" ? "delivery" : "pickup", code: code.trim().toUpperCase(), lat: state.fix.lat, lng: state.fix.lng,
                    accuracy_m: Math.min(state.fix.accuracy_m || 10, 5000) };
     const reason = $("#scan-override").value.trim();
     if (!override.hidden && reason) body.override_reason = reason;
@@ -393,7 +435,9 @@
       return;
     }
     showError("");
-    setLocal(s, r.data.state);
+    $("[data-scan-form]").reset();
+    setLocal(r.data.job_id, body.code, r.data.state);
+    if (s.kind === "depot" && !stopDone(s)) $("#scan-code").focus(); // next parcel
   }
 
   $("[data-scan-form]").addEventListener("submit", function (ev) {
@@ -483,7 +527,7 @@
 
   async function completed(r) {
     if (!r.ok) return showError(Serena.errorText(r));
-    setLocal(state.current, r.data.state);
+    setLocal(state.current.job_id, state.current.package_code, r.data.state);
   }
 
   $("[data-signature-submit]").addEventListener("click", async function () {
@@ -528,7 +572,7 @@
     const r = await Serena.api("/v1/driver/deliveries/" + state.current.job_id + "/fail", { method: "POST", body });
     if (!r.ok) return showError(Serena.errorText(r));
     $("[data-step-fail]").open = false;
-    setLocal(state.current, r.data.state);
+    setLocal(state.current.job_id, state.current.package_code, r.data.state);
   });
 
   // --- sign-in and start -------------------------------------------------------------------------------------------
