@@ -254,6 +254,15 @@ def schedule_route(
             later = _drive(problem, vehicle, sequence, vehicle.shift_s[0] + delta)
             if not later.violations or len(later.violations) < len(sched.violations):
                 sched = later
+    if sequence and vehicle.breaks and any(m.startswith("break") for m in sched.violations):
+        # The greedy placement takes a break in the last leg where it still can; when
+        # that leg has no room, an earlier one (with waiting time) may. Try each leg
+        # for each break in turn: O(n) re-timings, only for routes that need it.
+        for b in vehicle.breaks:
+            for leg in range(len(sequence) + 1):
+                forced = _drive(problem, vehicle, sequence, vehicle.shift_s[0], forced={b.id: leg})
+                if not forced.violations:
+                    return forced
     return sched
 
 
@@ -263,7 +272,14 @@ def _stop(job: Job, kind: str) -> Stop:
     return stop
 
 
-def _drive(problem: Problem, vehicle: Vehicle, sequence: list[tuple[Job, str]], t0: float) -> Schedule:
+def _drive(
+    problem: Problem,
+    vehicle: Vehicle,
+    sequence: list[tuple[Job, str]],
+    t0: float,
+    forced: dict[str, int] | None = None,
+) -> Schedule:
+    forced = forced or {}
     dur, dist = problem.duration_s, problem.distance_m
     n_dims = problem.n_dims
     cap = pad(vehicle.capacity, n_dims, INF)
@@ -274,7 +290,8 @@ def _drive(problem: Problem, vehicle: Vehicle, sequence: list[tuple[Job, str]], 
     violations: list[str] = []
     if (load > cap + EPS).any():
         violations.append(f"load {load.tolist()} at start exceeds capacity {cap.tolist()}")
-    pending = sorted(vehicle.breaks, key=lambda b: b.earliest_start_s)
+    # A route that starts after a break's window needs no break.
+    pending = sorted((b for b in vehicle.breaks if b.latest_start_s >= t0), key=lambda b: b.earliest_start_s)
     breaks: list[BreakVisit] = []
     t = t0
     loc = vehicle.start_location
@@ -288,10 +305,11 @@ def _drive(problem: Problem, vehicle: Vehicle, sequence: list[tuple[Job, str]], 
         arrival = t + travel
         early, late = stop.time_window_s
         start = max(arrival, early)
-        # Take a pending break in this leg when starting the service would otherwise
-        # be after the break's latest start. Two placements are tried: before driving
-        # (the break delays the arrival) and after driving (it uses the waiting time).
-        while pending and start > pending[0].latest_start_s:
+        # Take a pending break in this leg when the service would otherwise end after
+        # the break's latest start (a break never interrupts a service, so after it
+        # would be too late). Two placements are tried: before driving (the break
+        # delays the arrival) and after driving (it uses the waiting time).
+        while pending and (start + stop.service_s > pending[0].latest_start_s or forced.get(pending[0].id) == idx):
             b = pending.pop(0)
             options = []
             for b_start, arr in (
@@ -340,7 +358,7 @@ def _drive(problem: Problem, vehicle: Vehicle, sequence: list[tuple[Job, str]], 
         travel = float(dur[loc, vehicle.end_location])
         distance += float(dist[loc, vehicle.end_location])
         end = t + travel
-    while pending and end > pending[0].latest_start_s and sequence:
+    while pending and (end > pending[0].latest_start_s or forced.get(pending[0].id) == len(sequence)) and sequence:
         b = pending.pop(0)
         b_start = max(t, b.earliest_start_s)
         if b_start > b.latest_start_s + EPS:

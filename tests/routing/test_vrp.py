@@ -112,12 +112,13 @@ def test_shift_and_maximum_route_duration_hold(engine):
         assert route.duration_s <= 300.0 + 1e-6
 
 
-def test_breaks_are_taken_inside_their_window_and_not_during_service():
-    problem = random_problem(n_jobs=15, n_vehicles=3, seed=7, windows=False)
+@pytest.mark.parametrize("engine", ["auto", "ortools", "hybrid"])
+def test_breaks_are_taken_inside_their_window_and_not_during_service(engine):
+    problem = random_problem(n_jobs=15, n_vehicles=3, seed=7, windows=False, capacity=(50.0,))
     brk = Break(id="lunch", earliest_start_s=100.0, latest_start_s=150.0, duration_s=60.0)
     problem = dataclasses.replace(problem, vehicles=[dataclasses.replace(v, breaks=(brk,)) for v in problem.vehicles])
-    solution = solved(problem)  # auto routes break problems to OR-Tools
-    assert solution.engine == "ortools"
+    solution = solved(problem, engine)
+    assert solution.feasible
     for route in solution.routes:
         if route.end_s > 150.0:
             assert [b.break_id for b in route.breaks] == ["lunch"]
@@ -286,6 +287,22 @@ def test_checker_catches_a_skipped_break():
     assert vrp.check(problem, good) == []
     skipped = dataclasses.replace(good, routes=[dataclasses.replace(good.routes[0], breaks=[])])
     assert any("not taken" in m for m in vrp.check(problem, skipped))
+
+
+def test_a_break_fits_in_an_earlier_wait_when_the_last_moment_has_no_room():
+    # Service 100-110 then 190-200; the break (60 s, start by 150) cannot go after
+    # the first service (the second would start late) but fits in the wait before it.
+    pts = [(0.0, 0.0), (10.0, 0.0), (20.0, 0.0)]
+    dur, dist = plane(pts)
+    jobs = [
+        Job(id="a", delivery=Stop(location=1, service_s=10.0, time_window_s=(100.0, 100.0))),
+        Job(id="b", delivery=Stop(location=2, service_s=10.0, time_window_s=(130.0, 200.0))),
+    ]
+    brk = Break(id="b1", earliest_start_s=0.0, latest_start_s=150.0, duration_s=60.0)
+    problem = Problem(dur, dist, [Vehicle(id="v0", start_location=0, end_location=0, breaks=(brk,))], jobs)
+    solution = vrp.solve_sequences(problem, routes={"v0": ["a", "b"]})
+    assert vrp.check(problem, solution) == []
+    assert solution.routes[0].breaks[0].start_s <= 150.0
 
 
 def test_a_limit_too_short_to_search_says_so_instead_of_overrunning():
