@@ -325,6 +325,8 @@ def _upward(up_indptr, up_head, w_t, w_d, nodes, dt, dd, pred):
 # Sources swept together: labels of one node for LANES sources sit side by side,
 # so one arc load serves LANES relaxations and LLVM vectorises the inner loop.
 LANES = 8
+# Below this many arc relaxations (batches x arcs in the restricted graph) a matrix runs single-threaded.
+PARALLEL_MIN_WORK = 500_000
 
 
 def many_to_many(
@@ -354,11 +356,22 @@ def many_to_many(
     )
     dst_local = np.where(dst_node >= 0, local_of[np.maximum(dst_node, 0)], -1).astype(np.int32)
     n_batches = (S + LANES - 1) // LANES
-    n_chunks = min(n_batches, max(1, numba_threads()) * 4)
-    return _m2m(
+    T = dst_node.shape[0]
+    out_t = np.empty((S, T), np.float64)
+    out_d = np.empty((S, T), np.float64)
+    args = (
         up_indptr, up_head, parent, up_t, up_d, src_node, src_t, src_d, dst_local, dst_t, dst_d,
-        local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks, with_dist,
+        local_of, l_indptr, l_head, l_wt, l_wd, n,
     )
+    # Small matrices (a checkout quote, map-matching transitions) run on the calling
+    # thread: waking the worker pool costs more than the work, and on a busy machine
+    # waiting for a worker's time slice costs milliseconds.
+    if n_batches * len(l_head) < PARALLEL_MIN_WORK:
+        _m2m_chunk(*args, 0, 1, with_dist, out_t, out_d)
+    else:
+        n_chunks = min(n_batches, max(1, numba_threads()) * 4)
+        _m2m_parallel(*args, n_chunks, with_dist, out_t, out_d)
+    return out_t, out_d
 
 
 def numba_threads() -> int:
@@ -424,76 +437,85 @@ def _sweep_t(l_indptr, l_head, l_wt, lt):
 
 
 @nb.njit(cache=True, parallel=True)
-def _m2m(
+def _m2m_parallel(
     up_indptr, up_head, parent, up_t, up_d, src_node, src_t, src_d, dst_local, dst_t, dst_d,
-    local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks, with_dist,
+    local_of, l_indptr, l_head, l_wt, l_wd, n, n_chunks, with_dist, out_t, out_d,
 ):
+    for c in nb.prange(n_chunks):
+        _m2m_chunk(
+            up_indptr, up_head, parent, up_t, up_d, src_node, src_t, src_d, dst_local, dst_t, dst_d,
+            local_of, l_indptr, l_head, l_wt, l_wd, n, c, n_chunks, with_dist, out_t, out_d,
+        )
+
+
+@nb.njit(cache=True)
+def _m2m_chunk(
+    up_indptr, up_head, parent, up_t, up_d, src_node, src_t, src_d, dst_local, dst_t, dst_d,
+    local_of, l_indptr, l_head, l_wt, l_wd, n, c, n_chunks, with_dist, out_t, out_d,
+):
+    """Sources of chunk c (of n_chunks): upward searches, sweeps, target reads, into out_t / out_d."""
     S = src_node.shape[0]
     T = dst_local.shape[0]
     nr = len(l_indptr) - 1
-    out_t = np.empty((S, T), np.float64)
-    out_d = np.empty((S, T), np.float64)
     n_batches = (S + LANES - 1) // LANES
-    for c in nb.prange(n_chunks):
-        dt = np.full(n, np.inf)
-        dd = np.full(n, np.inf)
-        pred = np.empty(n, np.int32)
-        mark = np.zeros(n, np.bool_)
-        buf = np.empty(n, np.int32)
-        lt = np.empty((nr, LANES), np.float64)
-        ld = np.empty((nr, LANES), np.float64)
-        best_t = np.empty(LANES, np.float64)
-        best_d = np.empty(LANES, np.float64)
-        b_begin = c * n_batches // n_chunks
-        b_end = (c + 1) * n_batches // n_chunks
-        for b in range(b_begin, b_end):
-            lt[:, :] = np.inf
-            ld[:, :] = np.inf
-            s0 = b * LANES
-            for lane in range(LANES):
-                s = s0 + lane
-                if s >= S:
-                    break
-                sn = src_node[s]
-                for k in range(sn.shape[0]):
-                    if sn[k] >= 0 and src_t[s, k] < dt[sn[k]]:
-                        dt[sn[k]] = src_t[s, k]
-                        dd[sn[k]] = src_d[s, k]
-                ups = _ancestors(parent, sn[sn >= 0], mark, buf)
-                _upward(up_indptr, up_head, up_t, up_d, ups, dt, dd, pred)
-                for v in ups:
-                    i = local_of[v]
-                    if i >= 0:
-                        lt[i, lane] = dt[v]
-                        ld[i, lane] = dd[v]
-                    dt[v] = np.inf
-                    dd[v] = np.inf
-            # top-down sweep over R, all lanes at once
-            if with_dist:
-                _sweep_td(l_indptr, l_head, l_wt, l_wd, lt, ld)
-            else:
-                _sweep_t(l_indptr, l_head, l_wt, lt)
-            # Targets outer, lanes inner: each target's label row is read once for all lanes.
-            n_lanes = min(LANES, S - s0)
-            for t in range(T):
+    dt = np.full(n, np.inf)
+    dd = np.full(n, np.inf)
+    pred = np.empty(n, np.int32)
+    mark = np.zeros(n, np.bool_)
+    buf = np.empty(n, np.int32)
+    lt = np.empty((nr, LANES), np.float64)
+    ld = np.empty((nr, LANES), np.float64)
+    best_t = np.empty(LANES, np.float64)
+    best_d = np.empty(LANES, np.float64)
+    b_begin = c * n_batches // n_chunks
+    b_end = (c + 1) * n_batches // n_chunks
+    for b in range(b_begin, b_end):
+        lt[:, :] = np.inf
+        ld[:, :] = np.inf
+        s0 = b * LANES
+        for lane in range(LANES):
+            s = s0 + lane
+            if s >= S:
+                break
+            sn = src_node[s]
+            for k in range(sn.shape[0]):
+                if sn[k] >= 0 and src_t[s, k] < dt[sn[k]]:
+                    dt[sn[k]] = src_t[s, k]
+                    dd[sn[k]] = src_d[s, k]
+            ups = _ancestors(parent, sn[sn >= 0], mark, buf)
+            _upward(up_indptr, up_head, up_t, up_d, ups, dt, dd, pred)
+            for v in ups:
+                i = local_of[v]
+                if i >= 0:
+                    lt[i, lane] = dt[v]
+                    ld[i, lane] = dd[v]
+                dt[v] = np.inf
+                dd[v] = np.inf
+        # top-down sweep over R, all lanes at once
+        if with_dist:
+            _sweep_td(l_indptr, l_head, l_wt, l_wd, lt, ld)
+        else:
+            _sweep_t(l_indptr, l_head, l_wt, lt)
+        # Targets outer, lanes inner: each target's label row is read once for all lanes.
+        n_lanes = min(LANES, S - s0)
+        for t in range(T):
+            for lane in range(n_lanes):
+                best_t[lane] = np.inf
+                best_d[lane] = np.inf
+            for k in range(dst_local.shape[1]):
+                x = dst_local[t, k]
+                if x < 0:
+                    continue
+                ct = dst_t[t, k]
+                cd = dst_d[t, k]
                 for lane in range(n_lanes):
-                    best_t[lane] = np.inf
-                    best_d[lane] = np.inf
-                for k in range(dst_local.shape[1]):
-                    x = dst_local[t, k]
-                    if x < 0:
-                        continue
-                    ct = dst_t[t, k]
-                    cd = dst_d[t, k]
-                    for lane in range(n_lanes):
-                        cand = lt[x, lane] + ct
-                        if cand < best_t[lane]:
-                            best_t[lane] = cand
-                            best_d[lane] = ld[x, lane] + cd
-                for lane in range(n_lanes):
-                    out_t[s0 + lane, t] = best_t[lane]
-                    out_d[s0 + lane, t] = best_d[lane]
-    return out_t, out_d
+                    cand = lt[x, lane] + ct
+                    if cand < best_t[lane]:
+                        best_t[lane] = cand
+                        best_d[lane] = ld[x, lane] + cd
+            for lane in range(n_lanes):
+                out_t[s0 + lane, t] = best_t[lane]
+                out_d[s0 + lane, t] = best_d[lane]
 
 
 @nb.njit(cache=True)

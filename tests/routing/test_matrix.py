@@ -166,3 +166,16 @@ def test_speed_factors_slow_down_the_named_classes_only():
     res = g.road_class == graph.speeds.CLASS_INDEX["residential"]
     np.testing.assert_allclose(slow.time_s[res], 2 * g.time_s[res], rtol=1e-6)
     np.testing.assert_array_equal(slow.time_s[~res], g.time_s[~res])
+
+
+def test_parallel_and_single_threaded_kernels_agree(monkeypatch):
+    from routing import ch
+
+    g = monaco()
+    pos = _random_points(g, 100, seed=8)
+    monkeypatch.setattr(ch, "PARALLEL_MIN_WORK", 0)
+    par = matrix.travel_matrix(g, pos)
+    monkeypatch.setattr(ch, "PARALLEL_MIN_WORK", 10**18)
+    ser = matrix.travel_matrix(g, pos)
+    np.testing.assert_array_equal(par.time_s, ser.time_s)
+    np.testing.assert_array_equal(par.distance_m, ser.distance_m)
