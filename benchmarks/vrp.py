@@ -9,6 +9,7 @@ Gap is against the distance-only best-known solutions in bks.csv.
 
     .venv/bin/python -m benchmarks.vrp --time-limits 1,10
     .venv/bin/python -m benchmarks.vrp --time-limits 1 --instances R1 --solvers serena,pyvrp
+    .venv/bin/python -m benchmarks.vrp --time-limits 1 --breaks   # lunch breaks: Serena vs VROOM
 
 Peers: PyVRP (`pyvrp.solve`, its default iterated local search, `MaxRuntime`) and
 VROOM (pyvroom, exploration level 5, one thread, `timeout`; VROOM applies the timeout
@@ -19,6 +20,7 @@ Serena and PyVRP are single-threaded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import statistics
 import sys
@@ -37,8 +39,21 @@ SOLOMON = VRP / "solomon"
 SCALE = 1000
 
 
-def serena(path: Path, limit_s: float, seed: int, engine: str) -> tuple[list[list[int]], float]:
+def lunch(horizon_s: float) -> vrp.Break:
+    """The --breaks variant: every driver takes 3 % of the horizon, starting in its middle fifth."""
+    return vrp.Break(id="lunch", earliest_start_s=0.4 * horizon_s, latest_start_s=0.6 * horizon_s, duration_s=0.03 * horizon_s)
+
+
+def load(path: Path, breaks: bool) -> vrp.Problem:
     problem = vrplib_io.read_instance(path)
+    if breaks:
+        brk = lunch(problem.vehicles[0].shift_s[1])
+        problem = dataclasses.replace(problem, vehicles=[dataclasses.replace(v, breaks=(brk,)) for v in problem.vehicles])
+    return problem
+
+
+def serena(path: Path, limit_s: float, seed: int, engine: str, breaks: bool = False) -> tuple[list[list[int]], float]:
+    problem = load(path, breaks)
     t = time.perf_counter()
     solution = vrp.solve(problem, time_limit_s=limit_s, engine=engine, seed=seed)
     return vrplib_io.routes_as_numbers(solution), time.perf_counter() - t
@@ -58,7 +73,7 @@ def pyvrp_direct(path: Path, limit_s: float, seed: int) -> tuple[list[list[int]]
     return [r for r in routes if r], wall
 
 
-def vroom_direct(path: Path, limit_s: float, seed: int) -> tuple[list[list[int]], float]:
+def vroom_direct(path: Path, limit_s: float, seed: int, breaks: bool = False) -> tuple[list[list[int]], float]:
     import vrplib
     import vroom
 
@@ -70,11 +85,16 @@ def vroom_direct(path: Path, limit_s: float, seed: int) -> tuple[list[list[int]]
     inp.set_costs_matrix(profile="car", matrix_input=np.rint(w * SCALE).astype(np.uint32))
     tw = d["time_window"]
     service = int(np.ceil(float(d["service_time"]) * SCALE))
+    extra = {}
+    if breaks:
+        b = lunch(float(tw[0, 1]))
+        window = vroom.TimeWindow(int(np.ceil(b.earliest_start_s * SCALE)), int(b.latest_start_s * SCALE))
+        extra["breaks"] = [vroom.Break(id=1, time_windows=[window], service=int(np.ceil(b.duration_s * SCALE)))]
     for k in range(int(d["vehicles"])):
         inp.add_vehicle(
             vroom.Vehicle(
                 id=k + 1, start=0, end=0, profile="car", capacity=[int(d["capacity"])],
-                time_window=vroom.TimeWindow(int(tw[0, 0] * SCALE), int(tw[0, 1] * SCALE)),
+                time_window=vroom.TimeWindow(int(tw[0, 0] * SCALE), int(tw[0, 1] * SCALE)), **extra,
             )
         )
     for i in range(1, int(d["dimension"])):
@@ -94,9 +114,9 @@ def vroom_direct(path: Path, limit_s: float, seed: int) -> tuple[list[list[int]]
     return routes, wall
 
 
-def evaluate(path: Path, routes: list[list[int]]) -> tuple[float, bool, int]:
+def evaluate(path: Path, routes: list[list[int]], breaks: bool = False) -> tuple[float, bool, int]:
     """(unrounded distance, feasible per Serena's checker, customers served)."""
-    problem = vrplib_io.read_instance(path)
+    problem = load(path, breaks)
     plan = {f"v{k + 1}": [str(c) for c in r] for k, r in enumerate(routes)}
     if len(plan) > len(problem.vehicles):
         return float("nan"), False, 0
@@ -115,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--solvers", default="serena,pyvrp,vroom")
     ap.add_argument("--engine", default="auto", help="Serena engine: auto | pyvrp | ortools | hybrid")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--breaks", action="store_true", help="every driver takes a lunch break (PyVRP cannot: skipped)")
     args = ap.parse_args(argv)
 
     bks = vrplib_io.read_bks(SOLOMON / "bks.csv")
@@ -124,14 +145,17 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in names if any(n == w or (n.startswith(w) and len(w) < 4) for w in wanted)]
     limits = [float(x) for x in args.time_limits.split(",")]
     solvers = [s.strip() for s in args.solvers.split(",")]
+    if args.breaks:
+        solvers = [s for s in solvers if s != "pyvrp"]
     run = {
-        "serena": lambda p, t: serena(p, t, args.seed, args.engine),
+        "serena": lambda p, t: serena(p, t, args.seed, args.engine, args.breaks),
         "pyvrp": lambda p, t: pyvrp_direct(p, t, args.seed),
-        "vroom": lambda p, t: vroom_direct(p, t, args.seed),
+        "vroom": lambda p, t: vroom_direct(p, t, args.seed, args.breaks),
     }
     label = {"serena": f"serena[{args.engine}]", "pyvrp": "pyvrp", "vroom": "vroom"}
 
-    print(f"# Solomon VRPTW, {len(names)} instances, limits {limits} s, solvers {solvers}, seed {args.seed}")
+    variant = " with a lunch break per driver (gap vs the break-free best known)" if args.breaks else ""
+    print(f"# Solomon VRPTW{variant}, {len(names)} instances, limits {limits} s, solvers {solvers}, seed {args.seed}")
     print(f"{'limit':>5} {'instance':<7} {'solver':<16} {'veh':>3} {'distance':>10} {'gap%':>7} {'time_s':>7} feasible")
     results: dict[tuple[float, str], list[tuple[float, float, bool, int]]] = {}
     for limit in limits:
@@ -139,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             path = SOLOMON / f"{name}.vrp"
             for solver in solvers:
                 routes, wall = run[solver](path, limit)
-                distance, ok, _ = evaluate(path, routes)
+                distance, ok, _ = evaluate(path, routes, args.breaks)
                 gap = 100 * (distance / bks[name]["distance"] - 1)
                 results.setdefault((limit, solver), []).append((gap, wall, ok, len(routes)))
                 print(f"{limit:>5g} {name:<7} {label[solver]:<16} {len(routes):>3} {distance:>10.3f} {gap:>7.2f} {wall:>7.2f} {'yes' if ok else 'NO'}", flush=True)
