@@ -10,6 +10,10 @@ index does the work per point in one numba loop: H3 cell (see h3grid.py) -> hash
 lookup -> at most a handful of exact edge tests. This is the two-pass query of a
 spatial index (pre-filter, then exact test), with the pre-filter being the H3 cover
 instead of an R-tree, because the cover also serves the tracking and pricing code.
+Cells are classified against the zone grown or shrunk by a one-metre margin, so a
+point attributed to a neighbouring cell by any error below that margin still gets
+the exact answer (interior cells clear the edge by the margin, boundary cells keep
+every edge within it, cells off the cover are farther than it); see docs/geofence.md.
 """
 
 from __future__ import annotations
