@@ -179,7 +179,10 @@ class OutboxEvent(Base):
     """An event written in the same transaction as the state change it describes (transactional outbox)."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unrelayed", "id", postgresql_where="relayed_at IS NULL"),)
+    __table_args__ = (
+        Index("ix_outbox_unrelayed", "id", postgresql_where="relayed_at IS NULL"),
+        Index("ix_outbox_relayed_at", "relayed_at", "id", postgresql_where="relayed_at IS NOT NULL"),  # migration 0002
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True, default=uuid.uuid4)

@@ -14,8 +14,9 @@ LOCKED, so they never send the same row concurrently. PostgreSQL wakes the relay
 NOTIFY (trigger `outbox_notify`, migration 0002); it also polls, because a notification
 sent while no listener is connected is gone.
 
-The leader also trims the stream (never past an entry some group has not acknowledged)
-and prunes relayed outbox rows past their retention.
+The leader also re-relays rows whose entries Redis lost (a restart without fsync, a
+failover to a lagging replica), trims the stream (never past an entry some group has not
+acknowledged) and prunes relayed outbox rows past their retention.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -39,14 +41,21 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "serena_outbox"
 
 _SELECT = """
-    SELECT id, event_id, type, aggregate, aggregate_id, payload::text AS payload, created_at
+    SELECT id, event_id, type, aggregate, aggregate_id, payload::text AS payload, created_at, now() AS relayed_at
     FROM outbox
     WHERE relayed_at IS NULL
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 """
-_MARK = "UPDATE outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])"
+_MARK = "UPDATE outbox SET relayed_at = now() WHERE id = ANY($1::bigint[])"  # now(): the same value the SELECT read
+_REPLAY = """
+    SELECT id, event_id, type, aggregate, aggregate_id, payload::text AS payload, created_at, relayed_at
+    FROM outbox
+    WHERE relayed_at IS NOT NULL AND (relayed_at, id) > ($1, $2)
+    ORDER BY relayed_at, id
+    LIMIT $3
+"""
 _PRUNE = """
     DELETE FROM outbox WHERE id IN (
         SELECT id FROM outbox
@@ -78,7 +87,7 @@ _XADD_BATCH = """
 local n = 0
 for _, r in ipairs(cjson.decode(ARGV[1])) do
     redis.call('XADD', KEYS[1], '*', 'event_id', r[1], 'type', r[2], 'aggregate', r[3],
-        'aggregate_id', r[4], 'payload', r[5], 'created_at', r[6], 'outbox_id', r[7])
+        'aggregate_id', r[4], 'payload', r[5], 'created_at', r[6], 'outbox_id', r[7], 'relayed_at', r[8])
     n = n + 1
 end
 return n
@@ -135,6 +144,7 @@ class Relay:
         outbox_retention_s: float | None = 7 * 24 * 3600.0,
         housekeeping_interval_s: float = 60.0,
         retry_backoff_s: float = 1.0,
+        recovery_margin_s: float = 60.0,
         name: str | None = None,
     ) -> None:
         self.pool = pool
@@ -148,6 +158,7 @@ class Relay:
         self.outbox_retention_s = outbox_retention_s  # relayed outbox rows older than this are deleted; None keeps them
         self.housekeeping_interval_s = housekeeping_interval_s
         self.retry_backoff_s = retry_backoff_s
+        self.recovery_margin_s = recovery_margin_s
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.token = f"{self.name}-{uuid.uuid4().hex[:8]}"  # unique even if a name is reused
         self.is_leader = False
@@ -200,6 +211,7 @@ class Relay:
         if await self.redis.set(key, self.token, nx=True, px=ttl_ms):
             log.info("relay %s is the leader", self.name)
             self._renewed_at = now
+            self._housekept_at = 0.0  # a new leader checks the stream for lost entries first
             self._set_leader(True)
         return self.is_leader
 
@@ -217,8 +229,62 @@ class Relay:
 
     # --- housekeeping ---------------------------------------------------------------
 
+    # --- Redis losing writes --------------------------------------------------------
+
+    async def recover_lost_entries(self) -> int:
+        """Re-relay outbox rows whose stream entries Redis lost; returns how many entries were re-sent.
+
+        Redis acknowledges a write before it is on disk (appendfsync everysec), and a
+        failover can promote a replica that missed the last writes. The outbox row is then
+        marked relayed but its entry is gone. Every entry carries its row's `relayed_at`
+        (the relay transaction's now()), so the newest entries tell up to when the stream is
+        complete; any row relayed later was lost and is sent again, with a margin for
+        relays overlapping at a lease hand-over. Re-sent events that consumers had already
+        applied are skipped as duplicates. An empty or missing stream counts as complete up
+        to `retention_s` ago, which is what trimming would have left.
+        """
+        marks: list[datetime] = []
+        before = "+"
+        for _ in range(100):  # page back past requeued dead letters, which carry no relayed_at
+            page = await self.redis.xrevrange(self.stream, max=before, count=100)
+            marks = [
+                datetime.fromisoformat(events.as_str(v))
+                for _, f in page for k, v in f.items() if events.as_str(k) == "relayed_at"
+            ]
+            if marks or len(page) < 100:
+                break
+            before = "(" + events.as_str(page[-1][0])
+        async with self.pool.acquire() as conn:
+            since = max(marks) if marks else await conn.fetchval("SELECT now() - make_interval(secs => $1)", float(self.retention_s))
+            lost = await conn.fetchval("SELECT count(*) FROM outbox WHERE relayed_at > $1", since)
+        if not lost:
+            return 0
+        log.error(
+            "relay %s: %d outbox rows relayed after %s are missing from the stream (Redis lost writes); re-relaying",
+            self.name, lost, since.isoformat(),
+        )
+        return await self.replay(since=since - timedelta(seconds=self.recovery_margin_s))
+
+    async def replay(self, *, since: datetime) -> int:
+        """XADD again every outbox row relayed at or after `since` (oldest first); returns how many.
+
+        For recovery after Redis lost data, or to give a new consumer group history older
+        than the stream keeps. Consumers skip what they had applied.
+        """
+        sent = 0
+        after: tuple[datetime, int] = (since - timedelta(microseconds=1), 0)
+        while True:
+            rows = await self.pool.fetch(_REPLAY, after[0], after[1], self.batch_size)
+            if not rows:
+                return sent
+            await self._xadd_batch(keys=[self.stream], args=[json.dumps([_fields(r) for r in rows], ensure_ascii=False)])
+            sent += len(rows)
+            events.RELAYED.inc(len(rows))
+            after = (rows[-1]["relayed_at"], rows[-1]["id"])
+
     async def housekeeping(self) -> None:
-        """Trim the stream and prune old relayed outbox rows."""
+        """Re-relay what Redis lost, trim the stream, prune old relayed outbox rows."""
+        await self.recover_lost_entries()
         trimmed = await trim_stream(self.redis, self.prefix, retention_s=self.retention_s)
         pruned = 0
         if self.outbox_retention_s is not None:
@@ -292,7 +358,7 @@ class Relay:
 def _fields(r: asyncpg.Record) -> list[str]:
     """An outbox row as the values of _XADD_BATCH's fields, in its order."""
     return [str(r["event_id"]), r["type"], r["aggregate"], r["aggregate_id"], r["payload"],
-            r["created_at"].isoformat(), str(r["id"])]
+            r["created_at"].isoformat(), str(r["id"]), r["relayed_at"].isoformat()]
 
 
 async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, timeout_s: float) -> None:
@@ -384,7 +450,10 @@ async def requeue_dead_letters(redis: aioredis.Redis, prefix: str, dead_ids: lis
         for did in dead_ids:
             rows += await redis.xrange(dead, min=did, max=did)
     for sid, fields in rows:
-        entry = {events.as_str(k): events.as_str(v) for k, v in fields.items() if not events.as_str(k).startswith("dead_")}
+        # Without its relayed_at, so the requeued entry does not look like the newest relayed
+        # batch to recover_lost_entries (which would re-send everything since it was relayed).
+        entry = {events.as_str(k): events.as_str(v) for k, v in fields.items()
+                 if not events.as_str(k).startswith("dead_") and events.as_str(k) != "relayed_at"}
         await redis.xadd(events.stream_key(prefix), entry)
         await redis.xdel(dead, sid)
     return len(rows)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -122,3 +123,18 @@ def requeue(
     settings = _settings()
     n = _with_bus(settings, lambda pool, redis: relay_mod.requeue_dead_letters(redis, settings.redis_prefix, None if all_ else dead_ids))
     typer.echo(f"requeued {n} dead letters")
+
+
+@app.command()
+def replay(
+    since: datetime = typer.Option(..., help="re-send outbox rows relayed at or after this time (ISO 8601, UTC if no zone)"),
+) -> None:
+    """Re-send relayed events from the outbox (after Redis lost data, or to feed a new group older history)."""
+    settings = _settings()
+    when = since if since.tzinfo else since.replace(tzinfo=UTC)
+
+    async def run(pool: asyncpg.Pool, redis: aioredis.Redis) -> int:
+        return await relay_mod.Relay(pool=pool, redis=redis, prefix=settings.redis_prefix).replay(since=when)
+
+    n = _with_bus(settings, run)
+    typer.echo(f"re-sent {n} events; consumers skip those they had applied")

@@ -463,3 +463,75 @@ async def test_emit_many_through_a_session_and_a_follow_up_event_emitted_by_a_ha
     follow_ups = await pool.fetch("SELECT payload->>'for' AS f FROM outbox WHERE type = 'loyalty.credited'")
     assert sorted(r["f"] for r in follow_ups) == sorted(str(i) for i in ids)
     assert sorted(await bus.effects()) == sorted(ids)
+
+
+async def test_entries_redis_lost_after_they_were_relayed_are_re_relayed_and_applied_once(bus):
+    first = await bus.emit_n(50)
+    await bus.relay().drain()
+    consumer = bus.consumer()
+    await consumer.run_until_idle()
+    second = await bus.emit_n(30)
+    await bus.relay().drain()
+    # Redis acknowledged the last batch, then lost it (restart without fsync, failover to a lagging replica).
+    lost = [sid for sid, _ in await bus.redis.xrevrange(bus.stream, count=30)]
+    await bus.redis.xdel(bus.stream, *lost)
+
+    leader = bus.relay()
+    assert await leader.recover_lost_entries() >= 30
+    await consumer.run_until_idle()
+    assert sorted(await bus.effects()) == sorted(first + second)
+    assert await leader.recover_lost_entries() == 0  # the stream is whole again
+
+
+async def test_a_wiped_redis_is_refilled_from_the_outbox_and_consumers_apply_nothing_twice(bus):
+    ids = await bus.emit_n(20)
+    await bus.relay().drain()
+    consumer = bus.consumer()
+    await consumer.run_until_idle()
+    await bus.redis.delete(bus.stream)  # stream and consumer groups gone
+    await bus.relay().housekeeping()
+    assert await bus.redis.xlen(bus.stream) == 20
+    await consumer.run_until_idle()  # recreates its group from the start
+    assert sorted(await bus.effects()) == sorted(ids)
+    assert consumer.stats["duplicates"] == 20
+
+
+async def test_normal_relaying_and_requeued_dead_letters_raise_no_false_alarm(bus):
+    ids = await bus.emit_n(10)
+    r = bus.relay(batch_size=3)
+    await r.drain()
+    assert await r.recover_lost_entries() == 0
+
+    async def handler(conn, event):
+        if event.event_id == ids[0]:
+            raise ValueError("bug")
+
+    await bus.consumer(handler=handler, max_attempts=1).run_until_idle()
+    await relay.requeue_dead_letters(bus.redis, bus.prefix)  # newest entry is now an old event
+    assert await r.recover_lost_entries() == 0
+    assert await bus.relay().recover_lost_entries() == 0
+
+
+async def test_many_requeued_dead_letters_on_top_of_the_stream_raise_no_false_alarm(bus):
+    ids = await bus.emit_n(150)
+    await bus.relay().drain()
+
+    async def handler(conn, event):
+        raise ValueError("bug")
+
+    await bus.consumer(handler=handler, max_attempts=1).run_until_idle()
+    assert await relay.requeue_dead_letters(bus.redis, bus.prefix) == len(ids)
+    assert await bus.relay().recover_lost_entries() == 0
+
+
+def test_serena_events_replay_resends_from_the_outbox(settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from serena.commands.events import app
+
+    monkeypatch.setenv("SERENA_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SERENA_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("SERENA_REDIS_PREFIX", settings.redis_prefix + "cli:")
+    result = CliRunner().invoke(app, ["replay", "--since", "2999-01-01T00:00:00"])
+    assert result.exit_code == 0, result.output
+    assert "re-sent 0 events" in result.output
