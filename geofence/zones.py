@@ -571,9 +571,20 @@ class ZoneIndex:
             out = np.concatenate([out, np.empty(len(out) + 16, dtype=np.int32)])
         return Matches(offsets=offsets, zone_slots=out[:w].copy(), zone_ids=t["zone_ids"])
 
-    def zones_at(self, *, lat_deg: float, lng_deg: float) -> list[str]:
-        """Sorted ids of the zones containing one point (e.g. serviceability at checkout)."""
-        return self.classify(lat_deg=np.array([lat_deg]), lng_deg=np.array([lng_deg])).zones_of(0)
+    def zones_at(self, *, lat_deg: float, lng_deg: float, kind: str | None = None) -> list[str]:
+        """Sorted ids of the zones containing one point, optionally only of one kind.
+
+        Serviceability at checkout is `zones_at(lat_deg=..., lng_deg=..., kind="delivery")`.
+        """
+        ids = self.classify(lat_deg=np.array([lat_deg]), lng_deg=np.array([lng_deg])).zones_of(0)
+        if kind is not None:
+            ids = [z for z in ids if self._prepared[z].zone.kind == kind]
+        return ids
+
+    def cover_cells(self, zone_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The zone's H3 cover: uint64 cell indexes and whether each is wholly inside (interior)."""
+        cover = self._prepared[zone_id].cover
+        return cover.cells.copy(), cover.interior.copy()
 
     def contains(self, *, zone_id: str, lat_deg: np.ndarray, lng_deg: np.ndarray) -> np.ndarray:
         """Boolean per point: inside or on the boundary of one zone (exact)."""

@@ -215,3 +215,18 @@ def test_matches_joined_agrees_with_zones_of():
     assert m.joined(";")[0] == "" and m.joined(";")[2] == "z0;z1"
     empty = index.classify(lat_deg=np.array([0.0]), lng_deg=np.array([0.0]))
     assert empty.joined(";") == [""]
+
+
+def test_zones_at_filters_by_kind_and_cover_cells_are_real_h3_cells():
+    import h3.api.basic_int as h3
+
+    index = ZoneIndex([
+        Zone.circle(zone_id="area", lat_deg=LAT0, lng_deg=LNG0, radius_m=2000.0, kind="delivery"),
+        Zone.circle(zone_id="door", lat_deg=LAT0, lng_deg=LNG0, radius_m=20.0),
+    ])
+    assert index.zones_at(lat_deg=LAT0, lng_deg=LNG0) == ["area", "door"]
+    assert index.zones_at(lat_deg=LAT0, lng_deg=LNG0, kind="delivery") == ["area"]
+    cells, interior = index.cover_cells("area")
+    assert all(h3.is_valid_cell(int(c)) and h3.get_resolution(int(c)) == 9 for c in cells)
+    assert interior.any() and (~interior).any()
+    assert h3.latlng_to_cell(LAT0, LNG0, 9) in set(cells[interior].tolist())
