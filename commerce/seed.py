@@ -167,6 +167,8 @@ async def seed(*, dsn: str, products: int = 1000, lat: float = 60.1699, lng: flo
                                              cat_paths=cat_paths, depot_ids=depot_ids)
             n_cats = await conn.fetchval("SELECT count(*) FROM catalog_categories")
             total = await conn.fetchval("SELECT count(*) FROM products WHERE slug LIKE 'demo-%'")
+        # Statistics first: without them the planner picks hash joins per product in the rebuild.
+        await conn.execute("ANALYZE products; ANALYZE product_variants; ANALYZE variant_prices; ANALYZE catalog_categories")
         if todo:
             await _reindex(dsn)
         await conn.execute("ANALYZE products; ANALYZE product_variants; ANALYZE stock; ANALYZE product_search; "

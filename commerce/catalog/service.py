@@ -180,13 +180,16 @@ async def refresh_search_fields(*, db: AsyncSession, product_ids: list[int] | No
     """
     ids = {"ids": product_ids} if product_ids is not None else {}
     where_p = "WHERE p.id = ANY(:ids)" if product_ids is not None else ""
+    # Set-based (one aggregate joined back), so a full rebuild is one pass over the variants
+    # rather than a subquery per product.
     await db.execute(text(f"""
-        UPDATE products p SET prices = coalesce((
-              SELECT jsonb_object_agg(currency, min_amount::text) FROM (
-                  SELECT vp.currency, min(vp.amount) AS min_amount
+        UPDATE products p SET prices = coalesce(m.prices, '{{}}')
+        FROM (SELECT p2.id, (SELECT jsonb_object_agg(currency, amount::text) FROM (
+                  SELECT vp.currency, min(vp.amount) AS amount
                   FROM product_variants v JOIN variant_prices vp ON vp.variant_id = v.id
-                  WHERE v.product_id = p.id AND v.active GROUP BY vp.currency) m), '{{}}')
-        {where_p}
+                  WHERE v.product_id = p2.id AND v.active GROUP BY vp.currency) c) AS prices
+              FROM products p2 {where_p.replace("p.id", "p2.id")}) m
+        WHERE m.id = p.id
     """), ids)
     await db.execute(text(f"UPDATE products p SET facets = {_TOKENS_SQL} {where_p}"), ids)
     await db.execute(text(f"""
