@@ -84,7 +84,8 @@ async def assert_applied_exactly_once(bus, ids) -> None:
 
 async def test_relay_killed_mid_batch_of_10000_hands_over_and_every_event_is_applied_exactly_once(bus, db_url, settings, tmp_path):
     ids = await bus.emit_n(N)
-    consumer = Proc("consume", tmp_path, db_url, settings.redis_url, "--prefix", bus.prefix, "--name", "c1", "--group", "g", "--table", bus.table)
+    consumer = Proc("consume", tmp_path, db_url, settings.redis_url, "--prefix", bus.prefix, "--name", "c1", "--group", "g",
+                    "--table", bus.table, "--batch", "500")
     batch = 500
     r1 = Proc("relay", tmp_path, db_url, settings.redis_url, "--prefix", bus.prefix, "--name", "r1",
               "--batch", str(batch), "--hang-after", "3000", "--lease-ttl-s", "1")
@@ -125,12 +126,12 @@ async def test_relay_killed_mid_batch_of_10000_hands_over_and_every_event_is_app
 async def test_consumer_killed_between_commit_and_ack_mid_10000_is_redelivered_but_never_reapplied(bus, db_url, settings, tmp_path):
     ids = await bus.emit_n(N)
     await bus.relay(batch_size=1000).drain()
-    batch = 200
+    batch = 500
     common = ("--prefix", bus.prefix, "--group", "g", "--table", bus.table, "--batch", str(batch))
     c1 = Proc("consume", tmp_path, db_url, settings.redis_url, *common, "--name", "c1", "--hang-after", "3000")
     c1b = c2 = None
     try:
-        # c1 applies 3,000 events, commits the batch after them, and stops dead before XACK.
+        # c1 commits batches until 3,000 events are applied and stops dead before acknowledging the last one.
         await until(lambda: bus.redis.exists(f"{bus.prefix}proc:c1:hung"), c1)
         applied = len(await bus.effects())
         assert applied == 3000
