@@ -195,3 +195,74 @@ def test_the_app_shell_is_installable_and_opens_offline_from_the_service_worker(
     context.set_offline(False)
     assert page.console_errors == []
 
+
+
+@pytest.mark.browser
+def test_deliveries_are_completed_with_a_photo_or_the_customers_code_or_reported_failed(live_server, phone, shop, settings, screenshot):
+    import io
+    import uuid as uuidmod
+
+    from PIL import Image
+
+    from dispatch import service
+
+    context, page = phone
+    staff, depot = shop
+    base = live_server.url
+    driver = make_driver(base, staff, on_duty=False)
+    sign_in_and_start_shift(page, base, driver.email)
+    spots = {"photo": (60.1745, 24.9500), "otp": (60.1760, 24.9520), "fail": (60.1775, 24.9540)}
+    jobs = {kind: make_job(base, staff, depot, *at, driver=driver) for kind, at in spots.items()}
+    version = replan(settings).published[driver.id]["version"]
+    page.wait_for_selector(f"[data-driver-app][data-task-version='{version}']", timeout=20_000)
+
+    page.locator("[data-stops] > li[data-kind=depot]").get_by_role("button").click()
+    for job in jobs.values():
+        page.get_by_label("Or type the code").fill(job["package_code"])
+        page.get_by_role("button", name="Confirm scan").click()
+        page.wait_for_selector(f"[data-load-list] li.is-loaded[data-code='{job['package_code']}']")
+    page.get_by_role("button", name="← All stops").click()
+
+    def at_the_door(kind: str) -> None:
+        lat, lng = spots[kind]
+        move(context, page, lat + 0.00001, lng)
+        page.locator(f"[data-stops] > li[data-job-id='{jobs[kind]['id']}']").get_by_role("button").click()
+        page.get_by_label("Or type the code").fill(jobs[kind]["package_code"])
+        page.get_by_role("button", name="Confirm scan").click()
+        page.wait_for_selector("[data-step-proof]:not([hidden])")
+
+    # A photo of the parcel at the door.
+    at_the_door("photo")
+    page.get_by_role("tab", name="Photo").click()
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(png, format="PNG")
+    page.locator("#proof-photo").set_input_files({"name": "door.png", "mimeType": "image/png", "buffer": png.getvalue()})
+    page.wait_for_selector("[data-driver-app][data-stop-state=delivered]")
+    page.get_by_role("button", name="← All stops").click()
+
+    # The code the customer reads from their tracking page.
+    at_the_door("otp")
+    page.get_by_role("tab", name="Code").click()
+    page.get_by_label("Code the customer tells you").fill(service.delivery_otp(settings.jwt_secret, uuidmod.UUID(jobs["otp"]["id"])))
+    page.get_by_role("button", name="Complete with code").click()
+    page.wait_for_selector("[data-driver-app][data-stop-state=delivered]")
+    page.get_by_role("button", name="← All stops").click()
+
+    # Nobody home.
+    move(context, page, spots["fail"][0], spots["fail"][1] + 0.00001)
+    page.locator(f"[data-stops] > li[data-job-id='{jobs['fail']['id']}']").get_by_role("button").click()
+    page.get_by_text("Could not deliver").click()
+    page.get_by_label("Reason").select_option("customer_absent")
+    page.get_by_label("Note").fill("rang twice")
+    page.get_by_role("button", name="Report failed attempt").click()
+    page.wait_for_selector("[data-driver-app][data-stop-state=failed]")
+    page.get_by_role("button", name="← All stops").click()
+    screenshot(page, "driver-after-three-stops")
+
+    def history(kind: str) -> list[dict]:
+        return httpx.get(f"{base}/v1/deliveries/{jobs[kind]['id']}/history", headers=staff.headers).json()
+
+    assert history("photo")[-1]["to_state"] == "delivered" and history("otp")[-1]["to_state"] == "delivered"
+    assert history("fail")[-1]["to_state"] == "failed" and "rang twice" in history("fail")[-1]["reason"]
+    assert page.locator("[data-stops] > li.is-done").count() == 4  # the depot stop and the three doors
+    assert page.console_errors == []

@@ -341,7 +341,8 @@
       const title = text("span", "stop-title", stopTitle(s));
       const where = text("span", "stop-where small", s.kind === "delivery" ? (s.address || s.lat.toFixed(5) + ", " + s.lng.toFixed(5)) : "Depot");
       const when = text("span", "stop-when small muted", "ETA " + hhmm(s.eta) + (s.window_start ? " · window " + hhmm(s.window_start) + "–" + hhmm(s.window_end) : ""));
-      const badge = text("span", "badge " + (done ? "badge-ok" : "badge-muted"), stateLabel(s));
+      const tone = ["failed", "returned", "cancelled"].includes(stopState(s)) ? "badge-bad" : done ? "badge-ok" : "badge-muted";
+      const badge = text("span", "badge " + tone, stateLabel(s));
       if (!done && !nextMarked) { li.classList.add("is-next"); nextMarked = true; }
       b.append(title, where, when, badge);
       b.addEventListener("click", () => openStop(s));
