@@ -227,8 +227,6 @@ class Relay:
         self.is_leader = value
         events.RELAY_LEADER.set(1 if value else 0)
 
-    # --- housekeeping ---------------------------------------------------------------
-
     # --- Redis losing writes --------------------------------------------------------
 
     async def recover_lost_entries(self) -> int:
@@ -281,6 +279,8 @@ class Relay:
             sent += len(rows)
             events.RELAYED.inc(len(rows))
             after = (rows[-1]["relayed_at"], rows[-1]["id"])
+
+    # --- housekeeping ---------------------------------------------------------------
 
     async def housekeeping(self) -> None:
         """Re-relay what Redis lost, trim the stream, prune old relayed outbox rows."""
