@@ -52,7 +52,7 @@ def _with_bus(settings: Settings, fn: Callable[[asyncpg.Pool, aioredis.Redis], A
 
 @app.command()
 def relay(
-    batch_size: int = typer.Option(500, min=1, max=10_000, help="outbox rows per XADD pipeline and commit"),
+    batch_size: int = typer.Option(500, min=1, max=5_000, help="outbox rows per XADD script call and commit"),
     poll_interval_s: float = typer.Option(1.0, min=0.01, help="polling fallback when no NOTIFY arrives"),
     lease_ttl_s: float = typer.Option(10.0, min=0.5, help="leader lease; a standby takes over within this after a crash"),
     retention_s: float = typer.Option(24 * 3600.0, min=0, help="keep acknowledged stream entries this long"),
