@@ -90,6 +90,7 @@ class StripeProvider:
             http_client=stripe.HTTPXClient(),
             max_network_retries=2,  # the SDK re-sends with the same idempotency key
         )
+        self.api_base = settings.stripe_api_base
         self.webhook_secret = settings.stripe_webhook_secret
         self.tolerance_s = settings.commerce_webhook_tolerance_s
 
