@@ -160,7 +160,7 @@ def _search(rp, plan_ids, prizes, budget_s, seed, warm, engine):
     t0 = time.perf_counter()
     n_stops = sum(len(j.stops()) for j in rp.jobs)
     greedy = None
-    uses_pyvrp = engine != "ortools" and not has_breaks
+    uses_pyvrp = engine != "ortools"  # with breaks too: PyVRP solves the relaxation
     construction_s = _construction_s(n_stops)
     if not warm and (
         (uses_pyvrp and budget_s < 2 * construction_s)
@@ -207,7 +207,7 @@ def _engines(rp, plan_ids, prizes, budget_s, seed, warm, engine, has_breaks):
             return _better(rp, seqs, polished), "pyvrp+ortools"
     elif engine == "pyvrp":
         raise ProblemError("the pyvrp engine cannot express driver breaks; use engine='ortools'")
-    if has_breaks and engine in ("auto", "hybrid") and not warm:
+    if has_breaks and engine in ("auto", "hybrid"):
         # PyVRP has no breaks, but its plan for the same problem without them is far
         # better than OR-Tools' plan with them (docs/vrp.md). So: solve the relaxation,
         # drop from each route what its breaks make infeasible, and re-insert those jobs
@@ -218,7 +218,7 @@ def _engines(rp, plan_ids, prizes, budget_s, seed, warm, engine, has_breaks):
         share = BREAKS_PYVRP_SHARE if engine == "hybrid" else 0.8
         try:
             seed_seqs = vrp_pyvrp.solve(
-                problem=relaxed, job_ids=plan_ids, prizes=prizes, time_limit_s=budget_s * share, seed=seed
+                problem=relaxed, job_ids=plan_ids, prizes=prizes, time_limit_s=budget_s * share, seed=seed, warm=warm
             )
         except vrp_pyvrp.Unsupported:
             seed_seqs = vrp_greedy.construct(problem=rp, job_ids=plan_ids)
@@ -229,6 +229,11 @@ def _engines(rp, plan_ids, prizes, budget_s, seed, warm, engine, has_breaks):
                 if time.perf_counter() > deadline:
                     break
                 _insert_one(rp, vehicles, seqs, job, deadline)
+            if warm:
+                # The warm plan already respects the breaks: never return less than it.
+                jobs = {j.id: j for j in rp.jobs}
+                before, _ = _repair(rp, {vid: [(jobs[j], k) for j, k in seq] for vid, seq in warm.items()})
+                seqs = _better(rp, before, seqs)
             return seqs, "pyvrp-relaxed+insertion"
         warm = {vid: [(j.id, k) for j, k in seq] for vid, seq in seqs.items()}
         left = deadline - time.perf_counter()

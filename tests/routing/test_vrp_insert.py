@@ -98,3 +98,17 @@ def test_churn_counts_jobs_that_changed_vehicle(live):
     )
     shared = len(plan.vehicle_of())
     assert vrp.churn(previous=plan, current=swapped) == pytest.approx(1 / shared)
+
+
+def test_drivers_with_breaks_get_insertions_and_warm_reoptimisation_that_respect_them():
+    problem, new = vrp_live.live_fleet(n_vehicles=6, n_jobs=40, n_new=3, seed=5)
+    lunch = vrp.Break(id="lunch", earliest_start_s=12 * 3600.0, latest_start_s=13 * 3600.0, duration_s=1800.0)
+    problem = dataclasses.replace(problem, vehicles=[dataclasses.replace(v, breaks=(lunch,)) for v in problem.vehicles])
+    plan = vrp.solve(problem, time_limit_s=0.5)
+    assert vrp.check(problem, plan) == []
+    grown = dataclasses.replace(problem, jobs=problem.jobs + new)
+    inserted = vrp.insert(grown, plan=plan)
+    assert vrp.check(grown, inserted) == []
+    again = vrp.solve(grown, time_limit_s=0.5, previous=inserted)
+    assert vrp.check(grown, again) == []
+    assert len(again.unassigned) <= len(inserted.unassigned)
