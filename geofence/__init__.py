@@ -16,10 +16,10 @@ from geofence.hysteresis import (
     Stop,
     TrackerConfig,
 )
-from geofence.zones import Matches, Zone, ZoneError, ZoneIndex, zones_from_geojson
+from geofence.zones import Matches, Zone, ZoneError, ZoneIndex, zones_from_geojson, zones_to_geojson
 
 __all__ = [
     "Crossing", "DriverTracker", "FixResult", "GeofenceEvent", "Matches", "STOP_ARRIVED",
     "STOP_ARRIVING", "Stop", "TrackerConfig", "ZONE_DWELL", "ZONE_ENTERED", "ZONE_EXITED", "Zone",
-    "ZoneError", "ZoneIndex", "segment_crossing", "zones_from_geojson",
+    "ZoneError", "ZoneIndex", "segment_crossing", "zones_from_geojson", "zones_to_geojson",
 ]

@@ -92,6 +92,15 @@ class Zone:
         return cls(zone_id=str(zone_id), geometry=geom, kind=str(props.get("kind", kind)),
                    properties=props)
 
+    def to_geojson(self, *, id_property: str = "id") -> dict[str, Any]:
+        """A GeoJSON Feature (JSON-safe properties: id, kind and the zone's own)."""
+        props = {k: v for k, v in self.properties.items() if k not in ("center",)}
+        props.update({id_property: self.zone_id, "kind": self.kind})
+        if "center" in self.properties:
+            props["center"] = list(self.properties["center"])
+        return {"type": "Feature", "properties": props,
+                "geometry": shapely.geometry.mapping(self.geometry)}
+
     @classmethod
     def circle(cls, *, zone_id: str, lat_deg: float, lng_deg: float, radius_m: float,
                kind: str = "dropoff", segments: int = 64) -> Zone:
@@ -109,6 +118,12 @@ class Zone:
         ring = np.column_stack([lngs, lats])[::-1]
         return cls(zone_id=zone_id, geometry=Polygon(ring), kind=kind,
                    properties={"center": (lat_deg, lng_deg), "radius_m": float(radius_m)})
+
+
+def zones_to_geojson(zones: Iterable[Zone], *, id_property: str = "id") -> dict[str, Any]:
+    """A FeatureCollection of the zones, readable back by zones_from_geojson."""
+    return {"type": "FeatureCollection",
+            "features": [z.to_geojson(id_property=id_property) for z in zones]}
 
 
 def zones_from_geojson(collection: Mapping[str, Any], *, id_property: str = "id") -> list[Zone]:

@@ -230,3 +230,15 @@ def test_zones_at_filters_by_kind_and_cover_cells_are_real_h3_cells():
     assert all(h3.is_valid_cell(int(c)) and h3.get_resolution(int(c)) == 9 for c in cells)
     assert interior.any() and (~interior).any()
     assert h3.latlng_to_cell(LAT0, LNG0, 9) in set(cells[interior].tolist())
+
+
+def test_geojson_round_trip_keeps_ids_kinds_and_geometry():
+    import json
+
+    from geofence import zones_from_geojson, zones_to_geojson
+
+    zones = [Zone.circle(zone_id="door", lat_deg=LAT0, lng_deg=LNG0, radius_m=20.0),
+             Zone.from_geometry(zone_id="area", geometry=shapely.box(13.0, 52.0, 13.1, 52.1), kind="delivery")]
+    back = zones_from_geojson(json.loads(json.dumps(zones_to_geojson(zones))))
+    assert [(z.zone_id, z.kind) for z in back] == [("door", "dropoff"), ("area", "delivery")]
+    assert all(a.geometry.equals(b.geometry) for a, b in zip(zones, back))
