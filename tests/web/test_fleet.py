@@ -269,6 +269,7 @@ def test_a_thousand_drivers_moving_at_1_hz_do_not_make_the_board_fall_behind(liv
     put_positions(settings, rows(0))
     open_board(page, live_server.url, fleet["staff"])
     page.wait_for_function("n => window.fleetBoard.drivers >= n", arg=n)
+    page.get_by_role("button", name="Whole fleet").click()  # all 1,000 in view: every marker is painted each frame
 
     # A second dispatcher connection records the feed's frames: the page must render the frame that carries the last step.
     ws = connect(live_server.url.replace("http", "ws") + "/ws/fleet")
@@ -298,7 +299,7 @@ def test_a_thousand_drivers_moving_at_1_hz_do_not_make_the_board_fall_behind(liv
     big = [ms for ms in stats["handleMs"][-seconds:]]
     painted = [ms for ms in stats["paintMs"][-seconds:]]
     frames = stats["frames"] - frames_before
-    report = (f"1,000-driver frames: {frames} frames in {seconds} s; handling median {statistics.median(big):.1f} ms, "
+    report = (f"1,000-driver frames (all in view): {frames} frames in {seconds} s; handling median {statistics.median(big):.1f} ms, "
               f"max {max(big):.1f} ms; to paint median {statistics.median(painted):.1f} ms, max {max(painted):.1f} ms; "
               f"last frame rendered {lag_s * 1000:.0f} ms after the test saw it")
     print(report)

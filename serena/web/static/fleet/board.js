@@ -71,6 +71,26 @@
   L.control.layers(null, { Routes: routeLayer, Stops: stopLayer, Drivers: driverLayer }, { collapsed: true }).addTo(map);
   document.getElementById("fleet-map").dataset.ready = "true";
 
+  function fitAll() {
+    const bounds = L.latLngBounds([]);
+    routeLayer.eachLayer((l) => bounds.extend(l.getBounds()));
+    state.markers.forEach((m) => bounds.extend(m.marker.getLatLng()));
+    if (bounds.isValid()) map.fitBounds(bounds, { padding: [30, 30], maxZoom: 15 });
+  }
+  const FitControl = L.Control.extend({
+    options: { position: "topleft" },
+    onAdd: function () {
+      const b = L.DomUtil.create("button", "fleet-fit");
+      b.type = "button";
+      b.textContent = "Whole fleet";
+      b.title = "Zoom to every driver and route";
+      L.DomEvent.disableClickPropagation(b);
+      L.DomEvent.on(b, "click", fitAll);
+      return b;
+    },
+  });
+  new FitControl().addTo(map);
+
   function fitOnce() {
     if (state.fitted || el.dataset.loaded !== "true") return; // the plan first: routes frame the view
     const bounds = L.latLngBounds([]);
