@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from routing import ch, snap as snap_mod
@@ -164,3 +165,124 @@ def travel_matrix(
 def node_matrix(g: Graph, source_nodes, target_nodes) -> Matrix:
     """Travel times (s) and distances (m) between graph nodes (ids into `g.lat`)."""
     return travel_matrix(g, snap_mod.at_nodes(g, source_nodes), snap_mod.at_nodes(g, target_nodes))
+
+
+# ----------------------------------------------------------------------------- output
+# A 2000 x 2000 matrix is 4M CSV rows; Python-level formatting (csv, pandas,
+# numpy string ufuncs) spends 5-10 s of CPU on it, longer than routing. These
+# numba kernels write fixed-point decimals straight into a byte buffer.
+
+
+@nb.njit(cache=True)
+def _put_number(buf, pos, x, decimals, scale, null):
+    if not np.isfinite(x):
+        for c in null:
+            buf[pos] = c
+            pos += 1
+        return pos
+    if x < 0:
+        buf[pos] = 45  # '-'
+        pos += 1
+        x = -x
+    r = np.int64(np.floor(x * scale + 0.5))
+    ip = r // np.int64(scale)
+    fp = r - ip * np.int64(scale)
+    # integer part, most significant digit first
+    start = pos
+    if ip == 0:
+        buf[pos] = 48
+        pos += 1
+    while ip > 0:
+        buf[pos] = 48 + ip % 10
+        ip //= 10
+        pos += 1
+    buf[start:pos] = buf[start:pos][::-1].copy()
+    if decimals > 0:
+        buf[pos] = 46  # '.'
+        pos += 1
+        for k in range(decimals - 1, -1, -1):
+            buf[pos + k] = 48 + fp % 10
+            fp //= 10
+        pos += decimals
+    return pos
+
+
+@nb.njit(cache=True)
+def _csv_rows(buf, s_begin, s_end, src_bytes, src_off, dst_bytes, dst_off, time_s, dist_m, with_dist, null):
+    pos = 0
+    for s in range(s_begin, s_end):
+        for t in range(time_s.shape[1]):
+            for k in range(src_off[s], src_off[s + 1]):
+                buf[pos] = src_bytes[k]
+                pos += 1
+            buf[pos] = 44
+            pos += 1
+            for k in range(dst_off[t], dst_off[t + 1]):
+                buf[pos] = dst_bytes[k]
+                pos += 1
+            buf[pos] = 44
+            pos += 1
+            pos = _put_number(buf, pos, time_s[s, t], 3, 1000.0, null)
+            if with_dist:
+                buf[pos] = 44
+                pos += 1
+                pos = _put_number(buf, pos, dist_m[s, t], 1, 10.0, null)
+            buf[pos] = 10
+            pos += 1
+    return pos
+
+
+@nb.njit(cache=True)
+def _json_rows(buf, s_begin, s_end, values, decimals, scale, null):
+    pos = 0
+    for s in range(s_begin, s_end):
+        if s > 0:
+            buf[pos] = 44
+            pos += 1
+        buf[pos] = 91  # '['
+        pos += 1
+        for t in range(values.shape[1]):
+            if t > 0:
+                buf[pos] = 44
+                pos += 1
+            pos = _put_number(buf, pos, values[s, t], decimals, scale, null)
+        buf[pos] = 93  # ']'
+        pos += 1
+    return pos
+
+
+def _encode_ids(ids) -> tuple[np.ndarray, np.ndarray]:
+    enc = [str(i).encode() for i in ids]
+    for e in enc:
+        if b"," in e or b'"' in e or b"\n" in e:
+            raise ValueError(f"point id {e.decode()!r} contains a comma, quote or newline")
+    off = np.zeros(len(enc) + 1, np.int64)
+    np.cumsum([len(e) for e in enc], out=off[1:])
+    return np.frombuffer(b"".join(enc) or b"\0", np.uint8)[: max(off[-1], 0)].copy(), off
+
+
+def write_csv(m: Matrix, fh, source_ids, target_ids, *, rows_per_chunk: int = 64) -> None:
+    """Long-format CSV `from_id,to_id,time_s[,distance_m]` (s to 1 ms, m to 0.1 m) to a binary file object."""
+    src_b, src_off = _encode_ids(source_ids)
+    dst_b, dst_off = _encode_ids(target_ids)
+    with_dist = m.distance_m is not None
+    fh.write(b"from_id,to_id,time_s" + (b",distance_m" if with_dist else b"") + b"\n")
+    S, T = m.time_s.shape
+    dist = m.distance_m if with_dist else m.time_s
+    max_src = int(np.diff(src_off).max()) if S else 0
+    max_dst = int(np.diff(dst_off).max()) if T else 0
+    buf = np.empty(rows_per_chunk * max(T, 1) * (max_src + max_dst + 64), np.uint8)
+    null = np.frombuffer(b"inf", np.uint8)
+    for s0 in range(0, S, rows_per_chunk):
+        n = _csv_rows(buf, s0, min(S, s0 + rows_per_chunk), src_b, src_off, dst_b, dst_off, m.time_s, dist, with_dist, null)
+        fh.write(buf[:n].tobytes())
+
+
+def json_array(values: np.ndarray, decimals: int) -> bytes:
+    """A 2-D array as JSON nested lists with fixed decimals (null for inf/NaN)."""
+    S, T = values.shape
+    buf = np.empty(S * (T * 24 + 4) + 2, np.uint8)
+    buf[0] = 91
+    n = _json_rows(buf[1:], 0, S, values, decimals, float(10**decimals), np.frombuffer(b"null", np.uint8))
+    buf[n + 1] = 93
+    return buf[: n + 2].tobytes()

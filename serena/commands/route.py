@@ -74,31 +74,25 @@ def matrix(
         dst_ids, dst = read_points(targets) if targets is not None else (src_ids, None)
         g = _load_graph(graph_source)
         m = matrix_mod.travel_matrix(g, src, dst, max_snap_m=max_snap_m, distances=distances)
-        fh = open(out, "w", newline="") if out is not None else sys.stdout
+        fh = open(out, "wb") if out is not None else sys.stdout.buffer
         try:
             if fmt == "json":
-                doc = {
+                head = {
                     "sources": src_ids,
                     "targets": dst_ids,
-                    "time_s": np.round(m.time_s, 3).tolist(),
                     "snap_distance_m": {
                         "sources": np.round(m.sources.distance_m, 1).tolist(),
                         "targets": np.round(m.targets.distance_m, 1).tolist(),
                     },
                 }
+                fh.write(json.dumps(head)[:-1].encode())
+                fh.write(b', "time_s": ' + matrix_mod.json_array(m.time_s, 3))
                 if m.distance_m is not None:
-                    doc["distance_m"] = np.round(m.distance_m, 1).tolist()
-                json.dump(doc, fh)
-                fh.write("\n")
+                    fh.write(b', "distance_m": ' + matrix_mod.json_array(m.distance_m, 1))
+                fh.write(b"}\n")
             else:
-                w = csv.writer(fh)
-                w.writerow(["from_id", "to_id", "time_s"] + (["distance_m"] if m.distance_m is not None else []))
-                for i, a in enumerate(src_ids):
-                    for j, b in enumerate(dst_ids):
-                        row = [a, b, f"{m.time_s[i, j]:.3f}"]
-                        if m.distance_m is not None:
-                            row.append(f"{m.distance_m[i, j]:.1f}")
-                        w.writerow(row)
+                matrix_mod.write_csv(m, fh, src_ids, dst_ids)
+            fh.flush()
         finally:
             if out is not None:
                 fh.close()

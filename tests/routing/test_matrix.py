@@ -179,3 +179,20 @@ def test_parallel_and_single_threaded_kernels_agree(monkeypatch):
     ser = matrix.travel_matrix(g, pos)
     np.testing.assert_array_equal(par.time_s, ser.time_s)
     np.testing.assert_array_equal(par.distance_m, ser.distance_m)
+
+
+def test_csv_and_json_writers_format_fixed_decimals():
+    import io
+    import json
+
+    ts = np.array([[0.0, 1.5, 1234.5675], [np.inf, 0.0004, 99999.9995]])
+    ds = np.array([[0.0, 10.04, 7.26], [3.0, 0.0, 1e6]])
+    m = matrix.Matrix(ts, ds, None, None)
+    out = io.BytesIO()
+    matrix.write_csv(m, out, ["a", "b"], ["x", "y", "z"])
+    lines = out.getvalue().decode().splitlines()
+    assert lines[0] == "from_id,to_id,time_s,distance_m"
+    assert lines[3] == "a,z,1234.568,7.3" and lines[4] == "b,x,inf,3.0" and lines[6] == "b,z,100000.000,1000000.0"
+    assert json.loads(matrix.json_array(ts, 3)) == [[0.0, 1.5, 1234.568], [None, 0.0, 100000.0]]
+    with pytest.raises(ValueError, match="comma"):
+        matrix.write_csv(m, io.BytesIO(), ["a,b", "c"], ["x", "y", "z"])
