@@ -24,7 +24,7 @@ from core.rbac import Permission, allows
 from serena.deps import ANONYMOUS, Principal, _principal, require
 from tracking import eta, history, links, live
 from tracking.fanout import Fanout
-from tracking.ingest import Inbound, Pipeline, reasons_of
+from tracking.ingest import Inbound, Pipeline, default_stages, reasons_of
 from tracking.models import Source
 from tracking.schemas import (
     BatchResponse,
@@ -74,8 +74,9 @@ def ws_require(permission: Permission):
 def _state(app) -> tuple[Pipeline, Fanout]:
     st = app.state
     if getattr(st, "tracking_pipeline", None) is None:
-        stage = eta.EtaStage(settings=st.settings, redis=st.redis)
-        st.tracking_pipeline = Pipeline(settings=st.settings, pool=st.pg_pool, redis=st.redis, stages=[stage],
+        stages = default_stages(settings=st.settings, pool=st.pg_pool, redis=st.redis)
+        stage = next(x for x in stages if isinstance(x, eta.EtaStage))
+        st.tracking_pipeline = Pipeline(settings=st.settings, pool=st.pg_pool, redis=st.redis, stages=stages,
                                         push=eta.make_push(st.settings, stage))
         st.tracking_fanout = Fanout(st.redis, st.settings.redis_prefix)
     return st.tracking_pipeline, st.tracking_fanout

@@ -138,7 +138,8 @@ class EtaStage:
     """
 
     def __init__(self, *, settings: Settings, redis: aioredis.Redis, travel: TravelTime | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, stop_events: bool = True) -> None:
+        self.stop_events = stop_events  # False when the geofence engine detects stops (tracking.events)
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
@@ -168,7 +169,8 @@ class EtaStage:
         orders = [e.order_id for etas in per_driver.values() for e in etas if e.order_id]
         prev_raw = await self.redis.hmget(self.keys.eta, orders) if orders else []
         prev = {o: orjson.loads(p) for o, p in zip(orders, prev_raw, strict=True) if p}
-        flags = [f"{e.stop_id}:{kind}" for etas in per_driver.values() for e in etas[:1] for kind in ("arriving", "arrived")]
+        flags = [f"{e.stop_id}:{kind}" for etas in per_driver.values() for e in etas[:1] for kind in ("arriving", "arrived")
+                 if self.stop_events]
         done = set()
         if flags:
             hits = await self.redis.smismember(self.keys.stop_events, flags)
@@ -189,7 +191,7 @@ class EtaStage:
                                   "eta_earliest": shown["earliest"] if shown else e.earliest,
                                   "eta_latest": shown["latest"] if shown else e.latest})
             self.pending[d] = {"type": "update", **f.to_live(), "stops": stops_msg, "plan_version": plans[d].get("version", 0)}
-            if etas:
+            if etas and self.stop_events:
                 nxt = etas[0]
                 payload = {"driver_id": d, "stop_id": nxt.stop_id, "order_id": nxt.order_id, "ts": f.ts,
                            "eta_earliest": nxt.earliest, "eta_latest": nxt.latest}

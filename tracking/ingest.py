@@ -171,6 +171,10 @@ class Pipeline:
             if self.push is not None:
                 pairs += await self.push(fresh, self.redis)
             await self.live.publish_many(pairs)
+            for stage in self.stages:
+                hook = getattr(stage, "after_commit", None)
+                if hook is not None:
+                    await hook()
             if not present and (self._rebuild_task is None or self._rebuild_task.done()):
                 LIVE_REBUILDS.inc()
                 self._rebuild_task = asyncio.create_task(self._rebuild())
@@ -371,8 +375,8 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
     matcher = matching.from_settings(settings)
     if matcher is not None:
         stages.append(matcher)
-    eta_stage = eta.EtaStage(settings=settings, redis=r)
-    stages.append(eta_stage)
+    stages += default_stages(settings=settings, pool=pool, redis=r)
+    eta_stage = next(st for st in stages if isinstance(st, eta.EtaStage))
     pipeline = Pipeline(settings=settings, pool=pool, redis=r, stages=stages, push=eta.make_push(settings, eta_stage))
     try:
         await pipeline.live.ensure(pool)
@@ -393,6 +397,16 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
         source.stop()
         await r.aclose()
         await pool.close()
+
+
+def default_stages(*, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> list[Stage]:
+    """ETA + stop events, and the geofence engine's zone/stop events when the geofence package is there."""
+    from tracking import eta, events as tracking_events  # noqa: PLC0415
+
+    if tracking_events.geofence_available():
+        return [eta.EtaStage(settings=settings, redis=redis, stop_events=False),
+                tracking_events.GeofenceStage(settings=settings, pool=pool, redis=redis)]
+    return [eta.EtaStage(settings=settings, redis=redis)]
 
 
 async def _housekeeping(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
