@@ -374,14 +374,15 @@ def start_broker(settings: Settings, *, timeout_s: float = 10.0) -> int:
     ep = parse_mqtt_url(settings.mqtt_url)
     if port_open(ep.host, ep.port):
         raise BrokerError(f"something already listens on {ep.host}:{ep.port}")
-    proc = subprocess.Popen(
-        [binary, "-c", str(files.conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(files.dir / "mosquitto.stderr", "ab"),  # noqa: SIM115 - child owns it
-        start_new_session=True,  # not killed with the terminal that ran `serena services up`
-        close_fds=True,
-    )
+    with open(files.dir / "mosquitto.stderr", "ab") as stderr:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [binary, "-c", str(files.conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # not killed with the terminal that ran `serena services up`
+            close_fds=True,
+        )
     files.pid.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
