@@ -79,7 +79,10 @@ def classify(
     except InputError as exc:
         _fail(str(exc))
     except OSError as exc:
-        _fail(f"{exc.filename or out}: {exc.strerror or exc}")
+        name = exc.filename or out
+        if str(name).endswith(".tmp"):
+            name = out  # the temporary file is ours; the user asked for OUT
+        _fail(f"{name}: {exc.strerror or exc}")
     finally:
         tmp = out.with_name(out.name + ".tmp")
         if tmp.exists():

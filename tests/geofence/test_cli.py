@@ -110,3 +110,10 @@ def test_bad_points_csv_names_the_line(tmp_path, text, expected):
     points = _points(tmp_path, text)
     msg = _error(tmp_path, _zones(tmp_path), points)
     assert msg == f"error: {points}{expected}"
+
+
+def test_unwritable_output_names_the_output_file(tmp_path):
+    out = tmp_path / "missing-dir" / "out.csv"
+    result = _run(_zones(tmp_path), _points(tmp_path, GOOD_POINTS), out)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {out}: No such file or directory"
