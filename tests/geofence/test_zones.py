@@ -242,3 +242,20 @@ def test_geojson_round_trip_keeps_ids_kinds_and_geometry():
     back = zones_from_geojson(json.loads(json.dumps(zones_to_geojson(zones))))
     assert [(z.zone_id, z.kind) for z in back] == [("door", "dropoff"), ("area", "delivery")]
     assert all(a.geometry.equals(b.geometry) for a, b in zip(zones, back))
+
+
+@pytest.mark.parametrize("lat0, lng0", [(-33.9, 151.2), (40.7, -74.0), (69.6, 18.9), (-0.1, -78.5)])
+def test_exact_in_every_hemisphere_and_at_high_latitude(lat0, lng0):
+    rng = np.random.default_rng(int(abs(lat0 * 10)))
+    zones = [Zone.circle(zone_id=f"c{k}", lat_deg=lat0 + rng.uniform(-0.05, 0.05),
+                         lng_deg=lng0 + rng.uniform(-0.05, 0.05), radius_m=float(rng.choice([20, 300, 3000])))
+             for k in range(15)]
+    lat = [rng.uniform(lat0 - 0.08, lat0 + 0.08, 20_000)]
+    lng = [rng.uniform(lng0 - 0.08, lng0 + 0.08, 20_000)]
+    for z in zones:
+        xy = shapely.get_coordinates(z.geometry.exterior)
+        on = xy[:-1] + (xy[1:] - xy[:-1]) * rng.uniform(0, 1, (len(xy) - 1, 1))
+        lat += [on[:, 1], xy[:, 1]]
+        lng += [on[:, 0], xy[:, 0]]
+    lat, lng = np.concatenate(lat), np.concatenate(lng)
+    assert _pairs_ours(ZoneIndex(zones), lat, lng) == _pairs_shapely(zones, lat, lng)
