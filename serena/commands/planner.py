@@ -31,17 +31,42 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
     dirty.set()  # a new leader always plans once: it cannot know what its predecessor finished
 
     pending: set[str] = set()
+    # A consumer group hands each trigger to ONE replica, which may be a standby: so triggers
+    # go into a Redis set of the region that whoever leads drains (and a pub/sub ping wakes it).
+    pending_key = f"{settings.redis_prefix}planner:pending:{settings.dispatch_region}"
+    wake_channel = f"{settings.redis_prefix}planner:wake:{settings.dispatch_region}"
 
     async def mark_dirty(db, event) -> None:
-        pending.add(event.type)
-        dirty.set()
+        await redis.sadd(pending_key, event.type)
+        await redis.publish(wake_channel, event.type)
+
+    async def drain_pending() -> None:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(pending_key)
+            pipe.delete(pending_key)
+            members, _ = await pipe.execute()
+        if members:
+            pending.update(m.decode() for m in members)
+            dirty.set()
+
+    async def wake_listener() -> None:
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(wake_channel)
+        try:
+            while not stop.is_set():
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is not None:
+                    dirty.set()
+        finally:
+            await pubsub.aclose()
 
     jobs_consumer = Consumer(group=devents.JOBS_GROUP, handler=devents.on_order_paid, db=sessions, redis=redis,
                              prefix=settings.redis_prefix, types=["order.paid"])
     trigger_consumer = Consumer(group=devents.PLANNER_GROUP, handler=mark_dirty, db=sessions, redis=redis,
                                 prefix=settings.redis_prefix, types=list(devents.PLANNER_TRIGGERS), batch_size=500)
     lease = planner.Lease(redis, planner.lease_key(settings))
-    tasks = [asyncio.create_task(jobs_consumer.run(stop)), asyncio.create_task(trigger_consumer.run(stop))]
+    tasks = [asyncio.create_task(jobs_consumer.run(stop)), asyncio.create_task(trigger_consumer.run(stop)),
+             asyncio.create_task(wake_listener())]
 
     async def leader_loop(mqtt_client) -> None:
         last_plan = 0.0
@@ -53,6 +78,7 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                 dirty.set()
             was_leader = leader
             if leader:
+                await drain_pending()
                 await watch.silent_drivers(sessions=sessions, redis=redis, settings=settings, on_release=dirty.set)
                 due = time.monotonic() - last_plan >= settings.dispatch_replan_interval_s
                 if dirty.is_set() or due:
@@ -72,6 +98,8 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                         dirty.set()
                     if mode == "full":
                         last_plan = time.monotonic()
+            if not leader:
+                dirty.clear()  # a standby has nothing to do with triggers; it plans afresh when it takes over
             try:
                 await asyncio.wait_for(dirty.wait(), timeout=1.0 if leader else 3.0)
             except TimeoutError:
