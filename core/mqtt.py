@@ -13,10 +13,18 @@ by `serena.broker` and the code that publishes always agree on the layout:
 We speak MQTT v5: a refused publish comes back as a PUBACK reason code instead of being
 dropped silently (v3.1.1), and a persistent session needs an explicit session-expiry
 interval, which `service_client` sets.
+
+Driver broker passwords are hashed here (`hash_mqtt_password`, Mosquitto's own `$7$`
+format) rather than in serena.broker, so identity/dispatch code can issue credentials
+without importing the composition root.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -37,6 +45,40 @@ DRIVER_PUBLISH_KINDS: tuple[str, ...] = ("location", "scans", "status")
 # 0 would mean "discard on disconnect" — the v5 default, and the opposite of what QoS 1
 # consumers need. One week matches the broker's persistent_client_expiration.
 SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+# Mosquitto 2.0's mosquitto_passwd defaults: PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt.
+# We keep the same numbers so hashes made here and by mosquitto_passwd are interchangeable.
+PBKDF2_ITERATIONS = 101
+SALT_BYTES = 12
+
+
+def hash_mqtt_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """Mosquitto 2.0's password-file hash: `$7$<iterations>$<b64 salt>$<b64 PBKDF2-SHA512>`."""
+    if not password:
+        raise ValueError("empty MQTT password")
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_mqtt_password(password: str, hashed: str) -> bool:
+    """True if `password` matches a `$7$` hash (as the broker would decide)."""
+    try:
+        _, seven, iterations, salt_b64, digest_b64 = hashed.split("$")
+        if seven != "7":
+            return False
+        salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+        mine = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
+    except ValueError:
+        return False
+    return hmac.compare_digest(mine, digest)
+
+
+def new_mqtt_password() -> tuple[str, str]:
+    """A fresh random driver password and its hash: (clear, hash). Show the clear one once."""
+    clear = secrets.token_urlsafe(24)
+    return clear, hash_mqtt_password(clear)
 
 
 @dataclass(frozen=True)

@@ -15,20 +15,17 @@ Mosquitto 2.0.11 parsing it in quadratic time (each `user` line searches a linke
 single-threaded broker serves nobody, on every SIGHUP. The password file is a hash table:
 20,000 lines load in about 0.1 s.
 
-Only PostgreSQL stores driver password *hashes* (Mosquitto's `$7$` PBKDF2-SHA512), so a
-database dump does not leak broker passwords.
+The drivers table stores only password *hashes* in Mosquitto's `$7$` PBKDF2-SHA512 format
+(core.mqtt.hash_mqtt_password, re-exported here), so a database dump does not leak broker
+passwords.
 """
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import getpass
-import hashlib
-import hmac
 import ipaddress
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -40,15 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from core.mqtt import DRIVER_PUBLISH_KINDS, driver_username, parse_mqtt_url
+from core.mqtt import (  # noqa: F401 - the password helpers are part of this module's API too
+    DRIVER_PUBLISH_KINDS,
+    driver_username,
+    hash_mqtt_password,
+    new_mqtt_password,
+    parse_mqtt_url,
+    verify_mqtt_password,
+)
 from core.settings import Settings
 
 TEMPLATE = Path(__file__).with_name("mosquitto") / "mosquitto.conf.tmpl"
-
-# Mosquitto 2.0's mosquitto_passwd defaults: PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt.
-# We keep the same numbers so hashes made here and by mosquitto_passwd are interchangeable.
-PBKDF2_ITERATIONS = 101
-SALT_BYTES = 12
 
 # Our queue and persistence settings; docs/broker.md gives the reason for each number.
 DEFAULT_LIMITS: dict[str, str] = {
@@ -114,37 +113,6 @@ class SyncResult:
 
     drivers: int  # drivers written to the password file and ACL
     reloaded: bool  # a running broker of ours was sent SIGHUP
-
-
-# --- passwords -------------------------------------------------------------------------
-
-
-def hash_mqtt_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
-    """Mosquitto 2.0's password-file hash: `$7$<iterations>$<b64 salt>$<b64 PBKDF2-SHA512>`."""
-    if not password:
-        raise ValueError("empty MQTT password")
-    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def verify_mqtt_password(password: str, hashed: str) -> bool:
-    """True if `password` matches a `$7$` hash (as the broker would decide)."""
-    try:
-        _, seven, iterations, salt_b64, digest_b64 = hashed.split("$")
-        if seven != "7":
-            return False
-        salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
-        mine = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
-    except ValueError:
-        return False
-    return hmac.compare_digest(mine, digest)
-
-
-def new_mqtt_password() -> tuple[str, str]:
-    """A fresh random driver password and its hash: (clear, hash). Show the clear one once."""
-    clear = secrets.token_urlsafe(24)
-    return clear, hash_mqtt_password(clear)
 
 
 # --- rendering -------------------------------------------------------------------------
