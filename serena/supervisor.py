@@ -23,7 +23,7 @@ logger = logging.getLogger("serena.supervisor")
 class Spec:
     name: str
     argv: list[str]
-    restart: bool = True  # False for jobs that end by themselves (the simulator)
+    restart: bool = True  # False for jobs that end by themselves (the simulator): not restarted, the rest runs on
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -53,7 +53,7 @@ class Supervisor:
         self._stopping = True
 
     def run(self) -> int:
-        """Run until Ctrl-C/SIGTERM, or until a non-restarting process ends; returns an exit code."""
+        """Run until Ctrl-C/SIGTERM; returns the first non-zero exit code of a one-shot process, else 0."""
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         for spec in self.specs:
@@ -68,10 +68,11 @@ class Supervisor:
                     if code is None:
                         continue
                     if not r.spec.restart:
-                        logger.info("%s finished with exit code %d; stopping the platform", name, code)
-                        exit_code = code
-                        self._stopping = True
-                        break
+                        if r.next_start != -1.0:  # report once; the platform keeps running for people to look at
+                            logger.info("%s finished with exit code %d; the rest keeps running (Ctrl-C stops it)", name, code)
+                            exit_code = exit_code or code
+                            r.next_start = -1.0
+                        continue
                     if r.next_start == 0.0:
                         uptime = now - r.started_at
                         failures = 0 if uptime > 60 else r.failures + 1
