@@ -534,15 +534,16 @@ class ZoneIndex:
         # Re-pack the edge lists in entry order.
         counts_s = e_counts[order]
         entry_edge_offsets = np.concatenate([[0], np.cumsum(counts_s)]).astype(np.int64)
-        if len(e_ids_flat):
-            idx = np.concatenate([np.arange(e_starts[o], e_starts[o + 1]) for o in order
-                                  if e_starts[o + 1] > e_starts[o]] or [np.empty(0, np.int64)])
-            entry_edge_ids = e_ids_flat[idx].astype(np.int32)
-        else:
-            entry_edge_ids = np.empty(0, np.int32)
+        # gather each entry's edge ids in the new order, without a Python loop
+        total = int(entry_edge_offsets[-1])
+        idx = (np.arange(total, dtype=np.int64) - np.repeat(entry_edge_offsets[:-1], counts_s)
+               + np.repeat(e_starts[:-1][order], counts_s))
+        entry_edge_ids = e_ids_flat[idx].astype(np.int32) if total else np.empty(0, np.int32)
         capacity = 1 << max(4, int(math.ceil(math.log2(max(1, len(uniq)) * 2.0))))
         table_keys, table_rows = _build_hash(uniq.astype(np.int64), capacity)
-        cell_rows = {int(c): int(r) for c, r in zip(cells[order], np.searchsorted(uniq, keys_s))}
+        # H3 index -> row, for the rare points near an icosahedron face edge
+        cell_ids = cells[order]
+        cell_row_ids = np.searchsorted(uniq, keys_s)
         if preps:
             b = np.array([p.zone.geometry.bounds for p in preps])
             bbox = np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
@@ -554,7 +555,7 @@ class ZoneIndex:
             zone_ids=zone_ids, edges=edges, edge_base=edge_base, table_keys=table_keys,
             table_rows=table_rows, row_entries=row_entries, entry_zone=slots[order],
             entry_interior=interior[order], entry_edge_offsets=entry_edge_offsets,
-            entry_edge_ids=entry_edge_ids, cell_rows=cell_rows, bbox=bbox,
+            entry_edge_ids=entry_edge_ids, cell_ids=cell_ids, cell_row_ids=cell_row_ids, bbox=bbox,
         )
         return self._tables
 
@@ -575,6 +576,8 @@ class ZoneIndex:
         near = np.flatnonzero(rows == -2)
         if len(near):
             # Points near an icosahedron face edge: ask H3 itself (rare; see h3grid.py).
+            if "cell_rows" not in t:
+                t["cell_rows"] = dict(zip(t["cell_ids"].tolist(), t["cell_row_ids"].tolist()))
             cell_rows = t["cell_rows"]
             for p in near:
                 cell = h3.str_to_int(h3.latlng_to_cell(float(lat[p]), float(lng[p]),
