@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(importlib.import_module("tracking.api").router)
     app.router.routes.extend(importlib.import_module("tracking.api").ws_router.routes)  # WS routes mounted directly: serena.deps.iter_routes sees no dependant for WS routes of included routers (FastAPI 0.165)
+    app.include_router(importlib.import_module("serena.web.track").router)
     app.include_router(importlib.import_module("commerce.api").router)
     app.include_router(importlib.import_module("commerce.web.pages").router)
     from dispatch import api as dispatch_api

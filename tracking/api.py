@@ -263,6 +263,52 @@ async def link_state(request: Request, token: str, _: Annotated[Principal, requi
     return await customer_snapshot(request.app, link["order_id"], link["delivered_at"] is not None)
 
 
+ROADS_RADIUS_M = 1500.0  # the customer map's offline base: roads this far around the delivery
+
+
+async def _graph(app):
+    """The road graph of settings.tracking_graph, loaded once per process (None when not configured)."""
+    st = app.state
+    if getattr(st, "tracking_graph", None) is None and st.settings.tracking_graph:
+        from routing import graph as graph_mod
+
+        st.tracking_graph = await asyncio.to_thread(graph_mod.load, st.settings.tracking_graph, progress=False)
+    return getattr(st, "tracking_graph", None)
+
+
+def roads_around(g, lat: float, lng: float, radius_m: float = ROADS_RADIUS_M) -> dict:
+    """GeoJSON LineStrings of the graph's streets (one per street piece) with both ends within radius_m."""
+    import numpy as np
+
+    from routing.graph import haversine_m
+
+    near = haversine_m(g.lat, g.lng, lat, lng) <= radius_m
+    e = np.flatnonzero(near[g.tail] & near[g.head] & ((g.twin < 0) | (np.arange(g.n_edges) < g.twin)))
+    feats = []
+    for i in e[:20_000]:
+        a, b = g.geom_indptr[i], g.geom_indptr[i + 1]
+        coords = [[round(float(x), 6), round(float(y), 6)] for x, y in zip(g.geom_lng[a:b], g.geom_lat[a:b], strict=True)]
+        feats.append({"type": "Feature", "geometry": {"type": "LineString", "coordinates": coords}, "properties": {"kind": "road"}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+@router.get("/links/{token}/map", summary="The customer map's base: the delivery point and the roads around it")
+async def link_map(request: Request, token: str, _: Annotated[Principal, require(Permission.PUBLIC)]) -> dict:
+    """Offline map data from our own graph (no tile server needed); roads are empty when no graph is configured."""
+    st = request.app.state
+    link = await links.resolve(st.pg_pool, token=token)
+    if link is None:
+        raise NotFound("unknown or expired tracking link")
+    d = await eta.driver_of_order(st.redis, prefix=st.settings.redis_prefix, order_id=link["order_id"])
+    plan = await eta.read_plan(st.redis, prefix=st.settings.redis_prefix, driver_id=d) if d is not None else None
+    stop = next((s for s in (plan or {}).get("stops", ()) if s.get("order_id") == link["order_id"]), None)
+    if stop is None:
+        return {"destination": None, "roads": {"type": "FeatureCollection", "features": []}}
+    g = await _graph(request.app)
+    roads = roads_around(g, float(stop["lat"]), float(stop["lng"])) if g is not None else {"type": "FeatureCollection", "features": []}
+    return {"destination": {"lat": stop["lat"], "lng": stop["lng"]}, "roads": roads}
+
+
 @ws_router.websocket("/ws/track/{token}")
 async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal, ws_require(Permission.PUBLIC)]):
     """Pushes {type: "update", status, eta: {earliest, latest}, position: {lat, lng, exact, ...}} as the driver moves."""
