@@ -205,3 +205,14 @@ def feedmod_live_script() -> str:
     from tracking import live
 
     return live._UPDATE
+
+
+def test_fleet_socket_closes_when_its_token_expires_without_a_fresh_one(ws_client, settings):
+    short = auth.issue_access_token(secret=settings.jwt_secret, user_id=uuid.uuid4(), roles={Role.DISPATCHER}, mfa=True, ttl_s=2)
+    with ws_client.websocket_connect("/ws/fleet") as ws:
+        ws.send_text(orjson.dumps({"type": "auth", "access_token": short}).decode())
+        assert orjson.loads(ws.receive_text())["type"] == "hello"
+        with pytest.raises(WebSocketDisconnect) as exc:
+            while True:
+                ws.receive_text()
+    assert exc.value.code == 4401 and "expired" in exc.value.reason

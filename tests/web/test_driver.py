@@ -129,12 +129,16 @@ def test_driver_signs_in_starts_shift_loads_scans_by_typed_code_and_delivers_wit
 
     r = httpx.get(f"{base}/v1/deliveries/{job['id']}/history", headers=staff.headers)
     assert [h["to_state"] for h in r.json()][-3:] == ["picked_up", "arriving", "delivered"]
+    page.get_by_role("button", name="← All stops").click()
+    assert page.locator("[data-stops] > li.is-done").count() == 2
 
     # The phone's positions reached tracking while on duty (over the socket or the batch endpoint).
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not positions(settings, driver.id):
         time.sleep(0.5)
     assert positions(settings, driver.id)
+    page.get_by_role("button", name="End shift").click()
+    page.wait_for_selector("[data-driver-app][data-view=shift]")
     assert page.console_errors == []
 
 
@@ -186,6 +190,11 @@ def test_the_app_shell_is_installable_and_opens_offline_from_the_service_worker(
     cached = page.evaluate("caches.keys().then(ks => Promise.all(ks.map(k => caches.open(k).then(c => c.keys()))))"
                            ".then(lists => lists.flat().map(r => new URL(r.url).pathname))")
     assert "/driver" in cached and "/static/driver/app.js" in cached and "/static/vendor/@zxing/browser/zxing-browser.min.js" in cached
+    # Chromium's own verdict on installability; a test context is incognito, which is the one thing it may say.
+    cdp = context.new_cdp_session(page)
+    errors = {e["errorId"] for e in cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]}
+    assert errors <= {"in-incognito"}
+    assert cdp.send("Page.getAppManifest")["errors"] == []
 
     context.set_offline(True)
     page.reload()

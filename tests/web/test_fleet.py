@@ -323,3 +323,19 @@ def live_server_report_path():
 
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS / "fleet-1000-drivers.txt"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("who", ["nobody", "customer"])
+def test_the_board_asks_for_a_dispatcher_sign_in(live_server, page, settings, who, screenshot):
+    if who == "customer":
+        token = auth.issue_access_token(secret=settings.jwt_secret, user_id=uuid.uuid4(), roles={Role.CUSTOMER}, mfa=False, ttl_s=300)
+        sign_in(page, live_server.url, Staff("customer@example.test", token), role="customer")
+    page.goto(live_server.url + "/fleet")
+    notice = page.locator("[data-signin]")
+    notice.wait_for(state="visible")
+    assert notice.get_by_role("link", name="Sign in").get_attribute("href") == "/login?next=/fleet"
+    if who == "customer":
+        page.wait_for_function("() => document.querySelector('[data-signin-text]').textContent.includes('fleet:read')")
+        screenshot(page, "fleet-signin-needed")
+    assert page.console_errors == []

@@ -235,7 +235,7 @@
   async function load(path) {
     const r = await Serena.api(path);
     if (r.status === 401 || r.status === 403) {
-      showSignin(r.status === 403 ? Serena.errorText(r) : null);
+      showSignin(r.status === 403 ? "The fleet board needs a dispatcher account (" + Serena.errorText(r) + ")." : null);
       return null;
     }
     return r.ok ? r.data : null;
