@@ -170,7 +170,7 @@ async def seed(*, dsn: str, products: int = 1000, lat: float = 60.1699, lng: flo
         # Statistics first: without them the planner picks hash joins per product in the rebuild.
         await conn.execute("ANALYZE products; ANALYZE product_variants; ANALYZE variant_prices; ANALYZE catalog_categories")
         if todo:
-            await _reindex(dsn)
+            await reindex(dsn)
         await conn.execute("ANALYZE products; ANALYZE product_variants; ANALYZE stock; ANALYZE product_search; "
                            "ANALYZE facet_tokens; ANALYZE facet_counts; ANALYZE catalog_words")
     finally:
@@ -178,7 +178,8 @@ async def seed(*, dsn: str, products: int = 1000, lat: float = 60.1699, lng: flo
     return SeedResult(depot_ids, [z[0] for z in zones], n_cats, total, n_variants)
 
 
-async def _reindex(dsn: str) -> None:
+async def reindex(dsn: str) -> None:
+    """Rebuild the whole search index (product_search, facet tokens and counts, word list)."""
     from commerce.catalog import service as catalog
     from core.db import make_engine, make_sessionmaker
 

@@ -36,6 +36,16 @@ def seed(products: int = typer.Option(1000, "--products", min=0, help="number of
 
 
 @app.command()
+def reindex(database_url: str = typer.Option(None, help="defaults to SERENA_DATABASE_URL")) -> None:
+    """Rebuild the search rows, facet tokens and counts and the word list from the products."""
+    from commerce import seed as seeding
+
+    settings = _settings(database_url)
+    asyncio.run(seeding.reindex(settings.asyncpg_dsn))
+    typer.echo("catalog search index rebuilt")
+
+
+@app.command()
 def consume(database_url: str = typer.Option(None, help="defaults to SERENA_DATABASE_URL")) -> None:
     """Run the consumer of delivery.* events (loyalty credit, cash settlement, refunds on failed delivery)."""
     import redis.asyncio as aioredis
