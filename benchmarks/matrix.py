@@ -73,7 +73,6 @@ def best_of_cpu(fn, repeat: int) -> tuple[float, float]:
 
 def scipy_rows(g: graph.Graph, pos: snap.Snapped, rows: np.ndarray):
     """Exact matrix rows by scipy Dijkstra from both seeds of each source (the reference)."""
-    from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import dijkstra
 
     a = _csr(g)
@@ -90,9 +89,8 @@ def scipy_rows(g: graph.Graph, pos: snap.Snapped, rows: np.ndarray):
                 ok = tn[:, t] >= 0
                 cand = np.where(ok, st[i, s] + d[order[np.maximum(tn[:, t], 0)]] + tt[:, t], np.inf)
                 out[k] = np.minimum(out[k], cand)
-        r, c, ts, _ = matrix.same_street(g, pos[[i]], pos)
+        _, c, ts, _ = matrix.same_street(g, pos[[i]], pos)
         out[k, c] = np.minimum(out[k, c], ts)
-    del csr_matrix
     return out
 
 

@@ -98,8 +98,8 @@ def main() -> None:
     )
     coords = [(lng, lat) for lat, lng in pts]
     out: dict[str, object] = {"points": len(coords)}
-    for label, annotations in (("table_duration_s", ["duration"]), ("table_duration_distance_s", ["duration", "distance"])):
-        params = osrm.TableParameters(coordinates=coords, annotations=annotations)
+    for label, wanted in (("table_duration_s", ["duration"]), ("table_duration_distance_s", ["duration", "distance"])):
+        params = osrm.TableParameters(coordinates=coords, annotations=wanted)
         best, cpu = float("inf"), float("inf")
         for _ in range(repeat):
             t, c = time.perf_counter(), time.process_time()

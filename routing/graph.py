@@ -136,7 +136,7 @@ class Graph:
     def _reweighted(self, time_s: np.ndarray) -> "Graph":
         g = replace(self, time_s=time_s.astype(np.float32), _metric=None, meta=dict(self.meta))
         g._snap_index = self._snap_index  # geometry unchanged: share the spatial index
-        g.metric  # customise now, so the caller pays for it here and not in a query
+        _ = g.metric  # customise now, so the caller pays for it here and not in a query
         return g
 
     # -- persistence -------------------------------------------------------------
@@ -338,7 +338,7 @@ def build(
         }
         graph = Graph(**g, cch=hierarchy, meta=meta)
         assert graph.n_nodes == n_total_nodes
-        graph.metric  # customise once: checks the hierarchy and warms numba
+        _ = graph.metric  # customise once: checks the hierarchy and warms numba
         bar.update()
         step(stages[7])
         meta["build_s"] = round(time.perf_counter() - t0, 2)
