@@ -612,8 +612,16 @@ class ZoneIndex:
 
     def contains(self, *, zone_id: str, lat_deg: np.ndarray, lng_deg: np.ndarray) -> np.ndarray:
         """Boolean per point: inside or on the boundary of one zone (exact)."""
-        d = self.signed_distance_m(zone_id=zone_id, lat_deg=lat_deg, lng_deg=lng_deg)
-        return d <= 0.0
+        if zone_id not in self._prepared:
+            raise KeyError(zone_id)
+        lat = np.atleast_1d(np.asarray(lat_deg, dtype=np.float64))
+        lng = np.atleast_1d(np.asarray(lng_deg, dtype=np.float64))
+        m = self.classify(lat_deg=lat, lng_deg=lng)
+        slot = m.zone_ids.index(zone_id)
+        points = np.repeat(np.arange(len(lat)), m.counts())
+        out = np.zeros(len(lat), dtype=bool)
+        out[points[m.zone_slots == slot]] = True
+        return out
 
     def signed_distance_m(self, *, zone_id: str, lat_deg: np.ndarray | float,
                           lng_deg: np.ndarray | float) -> np.ndarray:
