@@ -83,7 +83,8 @@ class Zone:
             raise ZoneError(f"feature has no {id_property!r} property")
         geometry = feature.get("geometry")
         if not isinstance(geometry, Mapping) or geometry.get("type") not in ("Polygon", "MultiPolygon"):
-            got = geometry.get("type") if isinstance(geometry, Mapping) else type(geometry).__name__
+            got = (geometry.get("type") if isinstance(geometry, Mapping)
+                   else "null" if geometry is None else type(geometry).__name__)
             raise ZoneError(f"zone {zone_id!r}: geometry must be Polygon or MultiPolygon, not {got}")
         try:
             geom = shape(geometry)
