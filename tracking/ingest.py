@@ -386,6 +386,7 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
     source.start()
     stop = stop or asyncio.Event()
     housekeeping = asyncio.create_task(_housekeeping(settings, pool, stop))
+    links_consumer = asyncio.create_task(_links_consumer(settings, pool, r, stop))
     try:
         await source.wait_subscribed(timeout_s=30)
         log.info("ingest %s subscribed to %s with %d connections", replica, source.topic, source.n)
@@ -394,9 +395,26 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
         await run_mqtt(pipeline, source, stop=stop)
     finally:
         housekeeping.cancel()
+        links_consumer.cancel()
         source.stop()
         await r.aclose()
         await pool.close()
+
+
+async def _links_consumer(settings: Settings, pool: asyncpg.Pool, r: aioredis.Redis, stop: asyncio.Event) -> None:
+    """`delivery.completed` → the order's tracking links expire after the grace period (one consumer group, any replica)."""
+    from functools import partial
+
+    from core.consumer import Consumer
+    from tracking import events as tracking_events  # noqa: PLC0415
+
+    handler = partial(tracking_events.handle_delivery_completed, grace_s=settings.tracking_link_grace_s)
+    consumer = Consumer(group="tracking-links", handler=handler, db=pool, redis=r, prefix=settings.redis_prefix,
+                        types=[tracking_events.DELIVERY_COMPLETED])
+    try:
+        await consumer.run(stop)
+    except Exception as exc:  # noqa: BLE001 - link expiry must not take ingestion down
+        log.warning("tracking link consumer stopped: %s", exc)
 
 
 def default_stages(*, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> list[Stage]:

@@ -145,3 +145,17 @@ def test_eta_intervals_follow_the_plan_order_and_skip_done_stops():
     out = eta.compute(stops, lat=60.0, lng=24.0, now=0.0)
     assert [e.stop_id for e in out] == ["b", "c"] and out[0].eta_s < out[1].eta_s
     assert all(e.earliest < e.eta_s < e.latest for e in out)
+
+
+async def test_delivery_completed_event_expires_the_orders_links_after_the_grace_period(pool):
+    import uuid
+
+    from core.events import Event
+    from tracking.events import handle_delivery_completed
+
+    token = await links.issue(pool, order_id="order-evt", ttl_s=86400)
+    done = time.time() - 7200
+    async with pool.acquire() as conn, conn.transaction():
+        await handle_delivery_completed(conn, Event(uuid.uuid4(), "delivery.completed", {"order_id": "order-evt", "ts": done}),
+                                        grace_s=3600)
+    assert await links.resolve(pool, token=token) is None
