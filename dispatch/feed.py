@@ -93,6 +93,13 @@ class Positions:
             if self._sent_ts.get(d) != ts:
                 self._moved.add(d)
 
+    def forget(self, driver_ids: Iterable[int]) -> None:
+        """Drop drivers whose live state is gone (tracking removed them); they stay in no snapshot."""
+        for d in driver_ids:
+            self.latest.pop(d, None)
+            self._sent_ts.pop(d, None)
+            self._moved.discard(d)
+
     def take(self) -> list[dict]:
         """The drivers that moved since the previous `take`, newest fix each, ordered by driver id."""
         out = [self.latest[d] for d in sorted(self._moved)]
@@ -235,6 +242,11 @@ class FleetFeed:
         """Fixes of the drivers whose event time changed since the previous read (two Redis calls)."""
         self.reads += 1
         stamps: dict[bytes, bytes] = await self.redis.hgetall(self.keys.live_ts)
+        if len(stamps) < len(self._known_ts):
+            gone = [d for d in self._known_ts if d not in stamps]
+            for d in gone:
+                del self._known_ts[d]
+            self.positions.forget(int(d) for d in gone)
         changed = [d for d, ts in stamps.items() if self._known_ts.get(d) != ts]
         if not changed:
             return []
