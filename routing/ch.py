@@ -289,7 +289,7 @@ def _perfect(up_indptr, up_head, up_t, down_t):
 def _ancestors(parent, seeds, mark, buf):
     """Union of the seeds' elimination-tree ancestors (seeds included), ascending rank.
 
-    `mark` must be all False on entry and is left so; `buf` holds the result (count returned).
+    `mark` must be all False on entry and is left so; `buf` is scratch space of size n.
     """
     k = 0
     for s in seeds:
@@ -375,6 +375,7 @@ def many_to_many(
 
 
 def numba_threads() -> int:
+    """Worker threads numba uses for matrices (NUMBA_NUM_THREADS, default: all cores)."""
     return nb.get_num_threads()
 
 
@@ -641,9 +642,4 @@ def unpack(up_indptr, up_head, up_mid, down_mid, up_edge, down_edge, up_arcs, do
                     stack_dir[sp + 1] = 0
                 sp += 2
     return out[:k].copy()
-
-
-def threads() -> int:
-    """Worker threads numba uses for matrices (NUMBA_NUM_THREADS, default: all cores)."""
-    return nb.get_num_threads()
 
