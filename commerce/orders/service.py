@@ -245,7 +245,7 @@ async def cancel(*, db: AsyncSession, provider: PaymentProvider, order: Order, r
     """Cancel before pickup: refund what was charged, cancel an unfinished card payment, release, tell dispatch."""
     if order.status == OrderStatus.CANCELLED:
         return order
-    if order.delivery_status not in CANCELLABLE_DELIVERY or order.status != OrderStatus.PLACED and order.status != OrderStatus.CONFIRMED:
+    if order.delivery_status not in CANCELLABLE_DELIVERY or order.status not in (OrderStatus.PLACED, OrderStatus.CONFIRMED):
         raise Conflict("the order has been picked up or delivered; ask for a return instead")
     was_dispatched = order.delivery_status == DeliveryStatus.AWAITING_DISPATCH
     tx = await transaction_for(db=db, order_id=order.id, lock=True)
@@ -506,3 +506,25 @@ async def view(*, db: AsyncSession, order: Order, with_timeline: bool = True) ->
         out["timeline"] = [{"type": e.type, "note": e.note, "at": e.at.isoformat(), "data": e.data}
                            for e in await timeline(db=db, order_id=order.id)]
     return money.plain(out)
+
+
+async def expire_unpaid(*, db: AsyncSession, provider: PaymentProvider, now: datetime, card_after_s: int = 3600,
+                        bank_transfer_after_s: int = 7 * 86400, limit: int = 200) -> int:
+    """Cancel orders whose payment never came (abandoned 3-D Secure, unpaid bank transfers): stock goes back.
+
+    Run periodically (`serena commerce expire`); rows are taken with SKIP LOCKED so two runs
+    never fight over one order, and an order being paid right now is skipped (its row is locked).
+    """
+    from datetime import timedelta
+
+    rows = (await db.execute(
+        select(Order).where(
+            Order.status == OrderStatus.PLACED,
+            Order.payment_status.in_((PaymentStatus.PENDING, PaymentStatus.ACTION_REQUIRED)),
+            ((Order.payment_method == PaymentMethod.CARD) & (Order.created_at < now - timedelta(seconds=card_after_s)))
+            | ((Order.payment_method == PaymentMethod.BANK_TRANSFER)
+               & (Order.created_at < now - timedelta(seconds=bank_transfer_after_s))))
+        .order_by(Order.created_at).limit(limit).with_for_update(skip_locked=True))).scalars().all()
+    for order in rows:
+        await cancel(db=db, provider=provider, order=order, reason="payment not received in time")
+    return len(rows)

@@ -46,6 +46,32 @@ def reindex(database_url: str = typer.Option(None, help="defaults to SERENA_DATA
 
 
 @app.command()
+def expire(card_minutes: int = typer.Option(60, min=1, help="cancel card orders unpaid after this long"),
+           bank_transfer_days: int = typer.Option(7, min=1, help="cancel bank-transfer orders unpaid after this long"),
+           database_url: str = typer.Option(None, help="defaults to SERENA_DATABASE_URL")) -> None:
+    """Cancel orders whose payment never arrived and release their stock (run from cron every few minutes)."""
+    from datetime import UTC, datetime
+
+    from commerce.orders import service as orders
+    from commerce.payments.provider import StripeProvider
+    from core import db as dbmod
+
+    settings = _settings(database_url)
+
+    async def run() -> int:
+        engine = dbmod.make_engine(settings.database_url, pool_size=1)
+        try:
+            async with dbmod.make_sessionmaker(engine)() as db, db.begin():
+                return await orders.expire_unpaid(db=db, provider=StripeProvider(settings), now=datetime.now(UTC),
+                                                  card_after_s=card_minutes * 60,
+                                                  bank_transfer_after_s=bank_transfer_days * 86400)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"{asyncio.run(run())} unpaid orders cancelled")
+
+
+@app.command()
 def consume(database_url: str = typer.Option(None, help="defaults to SERENA_DATABASE_URL")) -> None:
     """Run the consumer of delivery.* events (loyalty credit, cash settlement, refunds on failed delivery)."""
     import redis.asyncio as aioredis

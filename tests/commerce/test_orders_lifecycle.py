@@ -236,3 +236,22 @@ async def test_a_changed_price_is_caught_at_checkout(shop_app, client, shop, ses
     resp = await client.post("/v1/checkout", json=body, headers={"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())})
     assert resp.status_code == 409 and resp.json()["error"] == "price_changed"
     assert Decimal(resp.json()["detail"].split("now ")[1].split()[0]) > Decimal("28.80")
+
+
+async def test_an_abandoned_3ds_payment_expires_and_gives_the_stock_back(shop_app, client, shop, localstripe_url, sessions):
+    from commerce.orders import service as orders_service
+
+    token = await guest_cart(client, shop.variant_ids[0], 4)
+    resp = await client.post("/v1/checkout", json=checkout_body(shop, await first_window(client, shop),
+                                                                payment_method_id=await card(localstripe_url, "4000002760003184")),
+                             headers={"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())})
+    order = resp.json()
+    assert order["payment_status"] == "action_required"
+    assert (await client.get(f"/v1/catalog/products/{shop.slug}")).json()["variants"][0]["in_stock"] == 6
+    async with sessions() as db, db.begin():
+        n = await orders_service.expire_unpaid(db=db, provider=shop_app.state.commerce_provider,
+                                               now=datetime.now(UTC) + timedelta(hours=2))
+    assert n >= 1
+    view = (await client.get(f"/v1/track/{order['tracking_token']}")).json()
+    assert (view["status"], view["payment_status"]) == ("cancelled", "voided")
+    assert (await client.get(f"/v1/catalog/products/{shop.slug}")).json()["variants"][0]["in_stock"] == 10
