@@ -99,7 +99,6 @@ EARTH_RADIUS_M = 6371007.180918475  # H3's authalic radius
 # res 12 they stay below 7**6 * 3 < 2**19. Finer resolutions are refused.
 _IJK_BITS = 19
 MAX_RESOLUTION = 12
-NO_KEY = np.int64(-1)
 # sqrt(7)^res / RES0_U_GNOMONIC: hex2d units of resolution `res` per unit of tan(r)
 _RES_SCALE = np.array([_M_SQRT7 ** r / _RES0_U_GNOMONIC for r in range(MAX_RESOLUTION + 1)])
 

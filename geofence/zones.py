@@ -249,7 +249,6 @@ class _Prepared:
 # --------------------------------------------------------------------------------------
 # numba kernels over the assembled tables
 
-_EMPTY = np.int64(-1)
 
 
 @numba.njit(cache=True)
