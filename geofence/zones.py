@@ -250,7 +250,6 @@ class _Prepared:
 # numba kernels over the assembled tables
 
 
-
 @numba.njit(cache=True)
 def _hash_slot(key: int, mask: int) -> int:
     # splitmix64's finaliser: the packed (face, i, j, k) keys of a city differ only in
