@@ -90,3 +90,21 @@ def test_route_path_prints_geojson(tmp_path):
     feature = json.loads(r.stdout)
     assert feature["geometry"]["type"] == "LineString" and feature["properties"]["time_s"] > 0
     _assert_clean_error(run("route", "path", MONACO, "--from", "43.7384", "--to", "43.7311,7.4197"), "LAT,LNG")
+
+
+def test_route_matrix_from_a_graph_directory_time_only(tmp_path):
+    out = tmp_path / "mon"
+    assert run("graph", "build", MONACO, "--out", out).exit_code == 0
+    pts = _points(tmp_path, [("a", 43.7384, 7.4246), ("b", 43.7311, 7.4197)])
+    targets = tmp_path / "t.csv"
+    targets.write_text("id,lat,lng\nx,43.7450,7.4300\n")
+    r = run("route", "matrix", out, pts, "--targets", targets, "--no-distances")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "from_id,to_id,time_s" and len(lines) == 3 and lines[1].startswith("a,x,")
+
+
+def test_graph_build_of_a_file_without_roads_is_a_one_line_error(tmp_path):
+    f = tmp_path / "paths.osm"
+    f.write_text('<?xml version="1.0"?><osm version="0.6"><node id="1" lat="0" lon="0"/></osm>')
+    _assert_clean_error(run("graph", "build", f), "no drivable road")
