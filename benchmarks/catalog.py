@@ -108,6 +108,7 @@ async def run(products: int, queries: int, warmup: int, keep: bool, reuse: bool 
 
             cats = list((await db.execute(text("SELECT id FROM catalog_categories ORDER BY id"))).scalars())
         mix = query_mix(warmup + queries, cats)
+        load_before = os.getloadavg()[0]
         times: dict[str, list[float]] = {}
         totals: list[int] = []
         async with sessions() as db:
@@ -119,6 +120,7 @@ async def run(products: int, queries: int, warmup: int, keep: bool, reuse: bool 
                 if i >= warmup:
                     times.setdefault(kind, []).append(ms)
                     totals.append(result.total)
+        load_after = os.getloadavg()[0]
     finally:
         await engine.dispose()
         if not keep:
@@ -126,7 +128,7 @@ async def run(products: int, queries: int, warmup: int, keep: bool, reuse: bool 
     every = [t for ts in times.values() for t in ts]
     return {"products": res.products, "variants": res.variants, "build_s": build_s, "n": len(every),
             "p50": pct(every, 50), "p95": pct(every, 95), "p99": pct(every, 99), "max": max(every),
-            "median_hits": statistics.median(totals),
+            "median_hits": statistics.median(totals), "load": (load_before, load_after),
             "by_kind": {k: (len(v), pct(v, 50), pct(v, 95)) for k, v in sorted(times.items())}}
 
 
@@ -136,7 +138,8 @@ def report(r: dict, products_flag: int, queries: int) -> str:
         "",
         f"`python -m benchmarks.catalog --products {products_flag} --queries {queries}` — "
         f"{r['products']:,} products, {r['variants']:,} variants (demo catalog of `commerce.seed`), "
-        f"PostgreSQL 15 on {platform.machine()}, {os.cpu_count()} cores shared with other work. "
+        f"PostgreSQL 15 on {platform.machine()}, {os.cpu_count()} cores shared with other work "
+        f"(1-minute load average {r['load'][0]:.1f} before the timed queries, {r['load'][1]:.1f} after). "
         "One call = page of 24 + total + facet counts (attribute values, categories, price bands), "
         "timed in Python through SQLAlchemy/asyncpg, after a warm-up.",
         "",

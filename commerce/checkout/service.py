@@ -44,7 +44,7 @@ from commerce.orders import service as orders
 from commerce.orders.models import DeliveryStatus, Order, OrderLine, OrderStatus, PaymentMethod, PaymentStatus, StockReservation
 from commerce.payments import service as payments
 from commerce.payments.models import PaymentEvent, PaymentTransaction, TxStatus
-from commerce.payments.provider import PaymentDeclined, PaymentProvider
+from commerce.payments.provider import PaymentDeclined, PaymentProvider, ProviderUnavailable
 from commerce.promotions import service as promotions
 from core.errors import Conflict, NotFound, SerenaError, ValidationFailed
 from core.settings import Settings
@@ -60,6 +60,11 @@ class PriceChanged(Conflict):
 
 class IdempotencyMismatch(Conflict):
     code = "idempotency_key_reused"
+
+
+class PaymentUnavailable(SerenaError):
+    status_code = 503
+    code = "payment_unavailable"
 
 
 class PaymentRefused(SerenaError):
@@ -313,6 +318,9 @@ async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: 
                     amount_minor=money.to_minor(tx.amount, tx.currency), currency=tx.currency,
                     payment_method=req.payment_method_id or "", idempotency_key=tx.idempotency_key,
                     metadata={"order_id": str(order_id), "transaction_id": str(tx.id)})
+            except ProviderUnavailable as exc:
+                # Nothing recorded: the order keeps its stock and a retry with the same key tries again.
+                raise PaymentUnavailable(f"{exc}; retry with the same Idempotency-Key") from None
             except PaymentDeclined as exc:
                 tx.status = TxStatus.FAILED
                 tx.last_error = str(exc)

@@ -57,6 +57,10 @@ class PaymentDeclined(Exception):
         self.ref = ref
 
 
+class ProviderUnavailable(Exception):
+    """The provider could not be reached or failed; nothing is known to have been charged. Retry with the same key."""
+
+
 class BadSignature(Exception):
     """A webhook whose signature or timestamp does not verify."""
 
@@ -110,6 +114,8 @@ class StripeProvider:
             raise PaymentDeclined(exc.user_message or "Your card was declined.", code=exc.code or "card_declined") from None
         except stripe.InvalidRequestError as exc:
             raise PaymentDeclined(exc.user_message or "The payment method was refused.", code="invalid_payment_method") from None
+        except stripe.StripeError as exc:  # connection, rate limit, 5xx: the SDK already retried
+            raise ProviderUnavailable(f"payment provider unavailable: {exc.__class__.__name__}") from None
         return self._intent(pi)
 
     async def retrieve_intent(self, *, ref: str) -> Intent:

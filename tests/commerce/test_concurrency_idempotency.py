@@ -102,3 +102,24 @@ async def test_a_checkout_without_an_idempotency_key_is_refused(shop_app, client
                                                                 payment_method="cash_on_delivery"),
                              headers={"X-Cart-Token": token})
     assert resp.status_code == 422 and "Idempotency-Key" in resp.json()["detail"]
+
+
+async def test_a_provider_outage_keeps_the_order_and_a_retry_with_the_key_pays_it(shop_app, client, shop, localstripe_url,
+                                                                                  stripe_provider):
+    from commerce.payments.provider import ProviderUnavailable
+
+    class Down(CountingProvider):
+        async def create_intent(self, **kw):
+            raise ProviderUnavailable("payment provider unavailable: APIConnectionError")
+
+    token = await guest_cart(client, shop.variant_ids[0])
+    body = checkout_body(shop, await first_window(client, shop), payment_method_id=await card(localstripe_url))
+    headers = {"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())}
+    shop_app.state.commerce_provider = Down(stripe_provider)
+    try:
+        down = await client.post("/v1/checkout", json=body, headers=headers)
+    finally:
+        shop_app.state.commerce_provider = stripe_provider
+    assert down.status_code == 503 and down.json()["error"] == "payment_unavailable"
+    retry = await client.post("/v1/checkout", json=body, headers=headers)
+    assert retry.status_code == 200 and retry.json()["payment_status"] == "paid"
