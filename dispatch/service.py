@@ -294,6 +294,19 @@ async def resolve_exceptions(db: AsyncSession, *, kind: str, subject: str) -> No
                                                      DispatchException.resolved_at.is_(None)).values(resolved_at=datetime.now(UTC)))
 
 
+async def advance(db: AsyncSession, *, driver_id: int, actor: str) -> DeliveryJob | None:
+    """Mark the driver's next stop `out_for_delivery` when none is under way (it is what the customer waits for)."""
+    active = (await db.execute(select(DeliveryJob.id).where(
+        DeliveryJob.driver_id == driver_id, DeliveryJob.state.in_([S.OUT_FOR_DELIVERY.value, S.ARRIVING.value])).limit(1))).first()
+    if active:
+        return None
+    nxt = (await db.execute(select(DeliveryJob).where(DeliveryJob.driver_id == driver_id, DeliveryJob.state == S.PICKED_UP.value)
+                            .order_by(DeliveryJob.sequence.nulls_last(), DeliveryJob.id).limit(1).with_for_update())).scalar()
+    if nxt is not None:
+        await lifecycle.transition(db, job=nxt, to=S.OUT_FOR_DELIVERY, actor=actor)
+    return nxt
+
+
 # ---- scans, proof, failures -----------------------------------------------------------------------
 
 async def scan(*, db: AsyncSession, driver: Driver, body: ScanIn, geofence_radius_m: float) -> tuple[DeliveryJob, CustodyRecord]:
@@ -320,6 +333,7 @@ async def scan(*, db: AsyncSession, driver: Driver, body: ScanIn, geofence_radiu
         record = await append_custody(db, job=job, driver_id=driver.id, kind="pickup_scan", code=job.package_code,
                                       lat=body.lat, lng=body.lng, accuracy_m=body.accuracy_m)
         await lifecycle.transition(db, job=job, to=S.PICKED_UP, actor=f"driver:{driver.id}")
+        await advance(db, driver_id=driver.id, actor=f"driver:{driver.id}")
         return job, record
     # Delivery scan: the driver must be at the stop, or say why not.
     if state not in (S.PICKED_UP, S.OUT_FOR_DELIVERY, S.ARRIVING, S.FAILED):
@@ -368,6 +382,7 @@ async def complete_with_proof(*, db: AsyncSession, driver: Driver, job_id: uuid.
                          proof_kind=proof_kind, proof_sha256=proof_sha256, proof_key=proof_key)
     await lifecycle.transition(db, job=job, to=S.DELIVERED, actor=f"driver:{driver.id}",
                                proof_kind=proof_kind, proof_sha256=proof_sha256)
+    await advance(db, driver_id=driver.id, actor=f"driver:{driver.id}")
     return job
 
 
@@ -383,6 +398,7 @@ async def fail_delivery(*, db: AsyncSession, driver: Driver, job_id: uuid.UUID, 
                                failure_reason=body.reason)
     if body.return_to_depot or job.attempts >= max_attempts or body.reason in ("refused", "address_wrong"):
         job.state_reason = f"return to depot after: {reason}"
+    await advance(db, driver_id=driver.id, actor=f"driver:{driver.id}")
     return job
 
 

@@ -99,7 +99,7 @@ async def test_paid_order_is_planned_picked_up_delivered_with_proof_and_complete
     r = await client.post("/v1/driver/scans", headers=other.headers, json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})
     assert r.status_code == 403 and "not on your task list" in r.json()["detail"]
     r = await client.post("/v1/driver/scans", headers=driver.headers, json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})
-    assert r.status_code == 200 and r.json()["state"] == "picked_up"
+    assert r.status_code == 200 and r.json()["state"] == "out_for_delivery"  # picked up, and it is the next stop
 
     # A delivery scan far from the door is refused without a reason…
     r = await client.post("/v1/driver/scans", headers=driver.headers,
@@ -116,7 +116,7 @@ async def test_paid_order_is_planned_picked_up_delivered_with_proof_and_complete
     assert r.status_code == 200 and r.json()["state"] == "delivered"
 
     states = [h["to_state"] for h in (await client.get(f"/v1/deliveries/{job_id}/history", headers=dispatcher.headers)).json()]
-    assert states == ["created", "planned", "assigned", "picked_up", "arriving", "delivered"]
+    assert states == ["created", "planned", "assigned", "picked_up", "out_for_delivery", "arriving", "delivered"]
     types = [r["type"] for r in await pool.fetch("SELECT type FROM outbox WHERE aggregate_id=$1 ORDER BY id", str(job_id))]
     assert types[-1] == "delivery.completed" and types.count("delivery.completed") == 1
     async with app.state.sessions() as db:
