@@ -464,11 +464,20 @@ class ZoneIndex:
         self._changed()
 
     def rebuild(self, zones: Iterable[Zone]) -> None:
-        """Replace all zones."""
-        self._prepared.clear()
+        """Replace all zones; zones whose geometry is unchanged keep their computed cover.
+
+        So reloading every zone from the database (PostGIS, later) costs only the
+        zones that changed.
+        """
+        old = self._prepared
+        self._prepared = {}
         self._changed()
         for zone in zones:
-            self.add(zone)
+            prev = old.get(zone.zone_id)
+            if prev is not None and prev.zone.geometry.wkb == zone.geometry.wkb:
+                self._prepared[zone.zone_id] = _Prepared(zone=zone, edges=prev.edges, cover=prev.cover)
+            else:
+                self.add(zone)
 
     def __len__(self) -> int:
         return len(self._prepared)

@@ -259,3 +259,15 @@ def test_exact_in_every_hemisphere_and_at_high_latitude(lat0, lng0):
         lng += [on[:, 0], xy[:, 0]]
     lat, lng = np.concatenate(lat), np.concatenate(lng)
     assert _pairs_ours(ZoneIndex(zones), lat, lng) == _pairs_shapely(zones, lat, lng)
+
+
+def test_rebuild_reuses_unchanged_covers_and_recomputes_changed_ones():
+    a = Zone.circle(zone_id="a", lat_deg=LAT0, lng_deg=LNG0, radius_m=100.0)
+    b = Zone.circle(zone_id="b", lat_deg=LAT0, lng_deg=LNG0 + 0.01, radius_m=100.0)
+    index = ZoneIndex([a, b])
+    cover_a = index._prepared["a"].cover
+    moved_b = Zone.circle(zone_id="b", lat_deg=LAT0 + 0.01, lng_deg=LNG0, radius_m=100.0)
+    index.rebuild([Zone.from_geometry(zone_id="a", geometry=a.geometry, kind="depot"), moved_b])
+    assert index._prepared["a"].cover is cover_a and index.zone("a").kind == "depot"
+    assert index.zones_at(lat_deg=LAT0 + 0.01, lng_deg=LNG0) == ["b"]
+    assert index.zones_at(lat_deg=LAT0, lng_deg=LNG0 + 0.01) == []
