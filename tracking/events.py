@@ -91,7 +91,15 @@ class GeofenceStage:
         await self.refresh_zones()
         drivers = sorted({f.driver_id for f in fresh})
         keys = [str(d) for d in drivers]
-        states, plans = await self.redis.hmget(self.key, keys), await self.redis.hmget(self.plans, keys)
+        plans = await self.redis.hmget(self.plans, keys)
+        if len(self.index) == 0:
+            # No zones at all: only drivers with a plan (a next stop to arrive at) need a tracker.
+            planned = [(d, k, p) for d, k, p in zip(drivers, keys, plans, strict=True) if p]
+            fresh = [f for f in fresh if any(f.driver_id == d for d, _, _ in planned)] if len(planned) < len(drivers) else fresh
+            drivers, keys, plans = [d for d, _, _ in planned], [k for _, k, _ in planned], [p for _, _, p in planned]
+            if not drivers:
+                return []
+        states = await self.redis.hmget(self.key, keys)
         trackers: dict[int, Any] = {}
         next_stop: dict[int, dict | None] = {}
         H = self.hysteresis
