@@ -157,3 +157,40 @@ def test_removing_a_zone_forgets_it_and_events_carry_the_driver(index):
     local.remove("tmp")
     assert _feed(tracker, [(0.0, 0.0)] * 5, t0_s=100.0) == []
     assert tracker.inside_zones() == []
+
+
+def test_random_traces_keep_the_event_grammar():
+    """Per zone: entered, [dwell], exited, entered, ... in time order; refused fixes fire nothing."""
+    rng = np.random.default_rng(7)
+    zones = [Zone.circle(zone_id=f"z{k}", lat_deg=_at(x, y)[0], lng_deg=_at(x, y)[1], radius_m=r)
+             for k, (x, y, r) in enumerate([(0, 0, 200), (150, 0, 60), (600, 300, 25), (-400, -200, 400)])]
+    local = ZoneIndex(zones)
+    for trial in range(6):
+        tracker = DriverTracker(index=local, config=TrackerConfig(dwell_s=30.0))
+        pos = np.array([-900.0, -900.0])
+        t = 0.0
+        last = {}
+        for step in range(1500):
+            pos += rng.normal(0, 6, 2) + (np.array([1.2, 1.2]) if step < 700 else -np.array([1.0, 0.8]))
+            t += float(rng.choice([1.0, 1.0, 2.0, 5.0]))
+            x, y = pos + rng.normal(0, 8, 2)
+            if rng.uniform() < 0.02:
+                x, y = x + 200.0, y - 150.0  # jump
+            ts = t - 30.0 if rng.uniform() < 0.03 else t  # some late fixes
+            lat, lng = _at(x, y)
+            r = tracker.update(ts_s=ts, lat_deg=lat, lng_deg=lng, accuracy_m=12.0)
+            if not r.accepted:
+                assert r.events == [] and r.reason in ("late", "duplicate", "outlier_speed")
+                continue
+            for e in r.events:
+                assert e.detected_ts_s == ts and e.ts_s <= e.detected_ts_s + 1e-9
+                if e.zone_id is None:
+                    continue
+                prev_kind, prev_ts = last.get(e.zone_id, (ZONE_EXITED, -np.inf))
+                allowed = {ZONE_EXITED: {ZONE_ENTERED}, ZONE_ENTERED: {ZONE_DWELL, ZONE_EXITED},
+                           ZONE_DWELL: {ZONE_EXITED}}[prev_kind]
+                assert e.kind in allowed, (trial, e, prev_kind)
+                assert e.ts_s >= prev_ts - 1e-9
+                last[e.zone_id] = (e.kind, e.ts_s)
+        inside = sorted(z for z, (k, _) in last.items() if k in (ZONE_ENTERED, ZONE_DWELL))
+        assert tracker.inside_zones() == inside
