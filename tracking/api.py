@@ -79,6 +79,9 @@ def _state(app) -> tuple[Pipeline, Fanout]:
         st.tracking_pipeline = Pipeline(settings=st.settings, pool=st.pg_pool, redis=st.redis, stages=stages,
                                         push=eta.make_push(st.settings, stage))
         st.tracking_fanout = Fanout(st.redis, st.settings.redis_prefix)
+        # Bounds the connect-time lookups of a burst of watchers (10,000 phones reconnecting after
+        # a deploy) below the Redis and database pools, which refuse rather than queue when full.
+        st.tracking_connect_sem = asyncio.Semaphore(32)
     return st.tracking_pipeline, st.tracking_fanout
 
 
@@ -313,19 +316,22 @@ async def link_map(request: Request, token: str, _: Annotated[Principal, require
 async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal, ws_require(Permission.PUBLIC)]):
     """Pushes {type: "update", status, eta: {earliest, latest}, position: {lat, lng, exact, ...}} as the driver moves."""
     app = websocket.app
-    link = await links.resolve(app.state.pg_pool, token=token)
+    _, fanout = _state(app)
+    async with app.state.tracking_connect_sem:
+        link = await links.resolve(app.state.pg_pool, token=token)
     if link is None:
         await websocket.close(code=1008, reason="unknown or expired tracking link")
         return
-    _, fanout = _state(app)
     order_id = link["order_id"]
     delivered = link["delivered_at"] is not None
     exact_within = app.state.settings.tracking_exact_within_stops
     await websocket.accept()
-    driver_id = await eta.driver_of_order(app.state.redis, prefix=app.state.settings.redis_prefix, order_id=order_id)
+    async with app.state.tracking_connect_sem:
+        driver_id = await eta.driver_of_order(app.state.redis, prefix=app.state.settings.redis_prefix, order_id=order_id)
+        snapshot = await customer_snapshot(app, order_id, delivered)
     queue = await fanout.watch(driver_id) if driver_id is not None else None
     try:
-        await websocket.send_text(orjson.dumps(await customer_snapshot(app, order_id, delivered)).decode())
+        await websocket.send_text(orjson.dumps(snapshot).decode())
         closed = asyncio.ensure_future(websocket.receive())  # noticing the client leave
         while True:
             getter = asyncio.ensure_future(queue.get()) if queue else asyncio.ensure_future(asyncio.sleep(SNAPSHOT_EVERY_S))
@@ -338,7 +344,8 @@ async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal,
                 view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
             else:
                 getter.cancel()
-                view = await customer_snapshot(app, order_id, delivered)
+                async with app.state.tracking_connect_sem:
+                    view = await customer_snapshot(app, order_id, delivered)
             await websocket.send_text(orjson.dumps(view).decode())
     except (WebSocketDisconnect, RuntimeError):
         return
