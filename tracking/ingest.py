@@ -56,6 +56,7 @@ LATE = Counter("serena_tracking_fixes_late_total", "Accepted fixes older than th
 BATCH_SECONDS = Histogram("serena_tracking_batch_seconds", "Time to process one ingest batch",
                           buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2))
 REDIS_FAILURES = Counter("serena_tracking_redis_failures_total", "Batches whose live-state update or push failed (history kept)")
+STAGE_SKIPPED = Counter("serena_tracking_stage_skipped_total", "Batches a pipeline stage could not run on (Redis down)", ["stage"])
 LIVE_REBUILDS = Counter("serena_tracking_live_rebuilds_total", "Live state rebuilt from history (Redis came back empty)")
 
 _SOURCE_NAMES = {Source.MQTT: "mqtt", Source.WEBSOCKET: "websocket", Source.HTTP_BATCH: "http"}
@@ -143,7 +144,14 @@ class Pipeline:
         rejects += moved
         outbox: list[events.NewEvent] = []
         for stage in self.stages:
-            outbox += await stage(fixes)
+            try:
+                outbox += await stage(fixes)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # Stages keep their state in Redis. Without it this batch's events are skipped
+                # (counted), but history, which must not wait for Redis, is still written.
+                REDIS_FAILURES.inc()
+                STAGE_SKIPPED.labels(type(stage).__name__).inc()
+                log.warning("%s skipped for a batch of %d (Redis: %s)", type(stage).__name__, len(fixes), exc)
         async with self.pool.acquire() as conn:
             stored = await history.store_batch(conn, fixes, rejects, partitions=self.partitions, outbox=outbox)
         result = BatchResult(stored.inserted, rejects + stored.duplicates, outbox)

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from core import mqtt
 from serena import broker
 from tests.tracking.conftest import free_port, inbound, ping
-from tracking.ingest import Pipeline
+from tracking.ingest import Pipeline, default_stages
 
 PW = "driver-secret"
 pytestmark = pytest.mark.slow
@@ -164,7 +164,7 @@ async def test_after_a_redis_restart_live_state_rebuilds_from_stored_positions(o
     url, start, procs = own_redis
     s = tsettings.model_copy(update={"redis_url": url})
     r = aioredis.from_url(url)
-    pipe = Pipeline(settings=s, pool=pool, redis=r)
+    pipe = Pipeline(settings=s, pool=pool, redis=r, stages=default_stages(settings=s, pool=pool, redis=r))
     a, b = new_driver_id(), new_driver_id()
     t = time.time()
     await pipe.live.ensure(pool)
