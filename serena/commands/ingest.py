@@ -41,9 +41,20 @@ def run(replica: str = typer.Option(os.environ.get("SERENA_INGEST_REPLICA", "0")
         await ingest.run_ingest(settings, replica=replica, stop=stop,
                                 ready=lambda: log.info("ingest replica %s ready", replica))
 
+    profile_to = os.environ.get("SERENA_INGEST_PROFILE")  # a file: cProfile stats of this run, for tuning
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         import uvloop
 
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
