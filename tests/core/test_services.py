@@ -117,3 +117,16 @@ def test_broker_config_command_renders_drivers_from_the_database(settings: Setti
     assert f"\n{driver_id}:{hashed}\n" in passwd
     assert f"user {settings.mqtt_service_username}" in acl
     assert "pattern write serena/v1/drivers/%u/location\n" in acl
+
+
+def test_up_prints_what_to_run_for_a_service_it_cannot_start_here(settings: Settings, tmp_path):
+    # A remote host is never installed or started by `up`: it says what to run instead.
+    s = settings.model_copy(update={
+        "redis_url": "redis://serena-nowhere.invalid:6379/0",
+        "data_dir": tmp_path / "var",
+    })
+    said: list[str] = []
+    st = services.ensure_redis(s, install=False, echo=said.append)
+    assert not st.up and said == []  # nothing attempted
+    assert services.DOCKER_HINT in st.fix
+    assert "redis://serena-nowhere.invalid:6379/0" in st.line() and " DOWN " in st.line()
