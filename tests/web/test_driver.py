@@ -93,23 +93,24 @@ def test_driver_signs_in_starts_shift_loads_scans_by_typed_code_and_delivers_wit
     result = replan(settings)
     version = result.published[driver.id]["version"]
     page.wait_for_selector(f"[data-driver-app][data-task-version='{version}']", timeout=20_000)
+    # The wave starts at the depot; our drop-off follows. (The planner may also give this driver
+    # unpinned jobs that earlier tests left in the shared database, so only ours are asserted.)
     stops = page.locator("[data-stops] > li")
-    assert [stops.nth(i).get_attribute("data-kind") for i in range(stops.count())] == ["depot", "delivery"]
-    assert stops.nth(1).get_attribute("data-job-id") == job["id"]
+    assert stops.nth(0).get_attribute("data-kind") == "depot"
+    assert page.locator(f"[data-stops] > li[data-kind=delivery][data-job-id='{job['id']}']").count() == 1
     screenshot(page, "driver-tasks")
 
     # At the depot: load the parcel by typing its code.
     stops.nth(0).get_by_role("button").click()
-    assert page.locator("[data-load-list] li").all_inner_texts() == [job["package_code"]]
+    assert job["package_code"] in page.locator("[data-load-list] li").all_inner_texts()
     page.get_by_label("Or type the code").fill(job["package_code"].lower())
     page.get_by_role("button", name="Confirm scan").click()
-    page.wait_for_selector("[data-stop-done]:not([hidden])")
-    assert "loaded" in page.locator("[data-stop-done]").inner_text()
+    page.wait_for_selector(f"[data-load-list] li.is-loaded[data-code='{job['package_code']}']")
     page.get_by_role("button", name="← All stops").click()
 
     # At the door: the navigation link is just coordinates; the delivery scan, then the signature.
     move(context, page, DROPOFF[0] + 0.00002, DROPOFF[1] + 0.00002)
-    page.locator("[data-stops] > li[data-kind=delivery]").get_by_role("button").click()
+    page.locator(f"[data-stops] > li[data-kind=delivery][data-job-id='{job['id']}']").get_by_role("button").click()
     nav = page.locator("[data-stop-nav]").get_attribute("href")
     assert nav.startswith(f"geo:{DROPOFF[0]},{DROPOFF[1]}")
     page.get_by_label("Or type the code").fill(job["package_code"])
@@ -128,9 +129,10 @@ def test_driver_signs_in_starts_shift_loads_scans_by_typed_code_and_delivers_wit
     screenshot(page, "driver-delivered")
 
     r = httpx.get(f"{base}/v1/deliveries/{job['id']}/history", headers=staff.headers)
-    assert [h["to_state"] for h in r.json()][-3:] == ["picked_up", "arriving", "delivered"]
+    states = [h["to_state"] for h in r.json()]
+    assert states[-1] == "delivered" and states.index("picked_up") < states.index("arriving")
     page.get_by_role("button", name="← All stops").click()
-    assert page.locator("[data-stops] > li.is-done").count() == 2
+    assert page.locator(f"[data-stops] > li.is-done[data-job-id='{job['id']}']").count() == 1
 
     # The phone's positions reached tracking while on duty (over the socket or the batch endpoint).
     deadline = time.monotonic() + 15
@@ -273,5 +275,6 @@ def test_deliveries_are_completed_with_a_photo_or_the_customers_code_or_reported
 
     assert history("photo")[-1]["to_state"] == "delivered" and history("otp")[-1]["to_state"] == "delivered"
     assert history("fail")[-1]["to_state"] == "failed" and "rang twice" in history("fail")[-1]["reason"]
-    assert page.locator("[data-stops] > li.is-done").count() == 4  # the depot stop and the three doors
+    for job in jobs.values():
+        assert page.locator(f"[data-stops] > li.is-done[data-job-id='{job['id']}']").count() == 1
     assert page.console_errors == []

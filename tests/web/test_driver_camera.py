@@ -57,7 +57,6 @@ def test_a_parcel_is_loaded_by_scanning_its_qr_code_with_the_camera(browser, liv
         page.locator("[data-stops] > li[data-kind=depot]").get_by_role("button").click()
         page.get_by_role("button", name="Scan with camera").click()
         page.wait_for_selector(f"[data-load-list] li.is-loaded[data-code='{job['package_code']}']")
-        assert "loaded" in page.locator("[data-stop-done]").inner_text()
         screenshot(page, "driver-camera-scan")
         assert errors == []
         context.close()

@@ -36,6 +36,15 @@
   debug.fix = () => state.fix;
 
   // --- small helpers -------------------------------------------------------------------------------------
+  /** Serena.api that answers {ok: false, status: 0} instead of throwing when the network is down. */
+  async function api(path, options) {
+    try {
+      return await Serena.api(path, options);
+    } catch (_) {
+      return { ok: false, status: 0, data: null, headers: new Headers() };
+    }
+  }
+
 
   function text(tag, className, value) {
     const node = document.createElement(tag);
@@ -176,7 +185,7 @@
   }
 
   async function sendOverHttp(pings) {
-    const r = await Serena.api(cfg.pings_path, { method: "POST", body: pings });
+    const r = await api(cfg.pings_path, { method: "POST", body: pings });
     if (!r.ok) return null;
     debug.sent_http += pings.length;
     debug.uploads.push(pings.map((p) => p.seq));
@@ -256,7 +265,7 @@
 
   $("[data-shift-start]").addEventListener("click", async function () {
     const body = state.fix ? { lat: state.fix.lat, lng: state.fix.lng } : {};
-    const r = await Serena.api("/v1/driver/shift/start", { method: "POST", body });
+    const r = await api("/v1/driver/shift/start", { method: "POST", body });
     if (!r.ok) return showError(Serena.errorText(r));
     sessionStorage.setItem(DUTY_KEY, "1");
     openSocket();
@@ -266,7 +275,7 @@
 
   $("[data-shift-end]").addEventListener("click", async function () {
     await pump();
-    const r = await Serena.api("/v1/driver/shift/end", { method: "POST" });
+    const r = await api("/v1/driver/shift/end", { method: "POST" });
     if (!r.ok && r.status !== 409) return showError(Serena.errorText(r));
     sessionStorage.removeItem(DUTY_KEY);
     closeSocket();
@@ -307,7 +316,7 @@
   }
 
   async function loadTasks(force) {
-    const r = await Serena.api("/v1/driver/tasks");
+    const r = await api("/v1/driver/tasks");
     if (!r.ok) {
       if (r.status === 401 || r.status === 403) { Serena.clearSession(); show("signin"); }
       return;
@@ -318,7 +327,7 @@
       state.tasks = doc;
       if (changed) state.localState.clear();
       renderTasks();
-      if (doc.version) await Serena.api("/v1/driver/tasks/ack", { method: "POST", body: { version: doc.version } });
+      if (doc.version) await api("/v1/driver/tasks/ack", { method: "POST", body: { version: doc.version } });
     }
   }
 
@@ -351,7 +360,7 @@
     });
   }
 
-  setInterval(function () { if (app.dataset.view === "tasks") loadTasks(false); }, cfg.poll_tasks_s * 1000);
+  setInterval(function () { if (app.dataset.view === "tasks" && navigator.onLine) loadTasks(false); }, cfg.poll_tasks_s * 1000);
 
   // --- one stop -------------------------------------------------------------------------------------------------
 
@@ -428,7 +437,7 @@
     if (!override.hidden && reason) body.override_reason = reason;
     const button = $("[data-scan-submit]");
     button.disabled = true;
-    const r = await Serena.api("/v1/driver/scans", { method: "POST", body });
+    const r = await api("/v1/driver/scans", { method: "POST", body });
     button.disabled = false;
     if (!r.ok) {
       showError(Serena.errorText(r));
@@ -533,7 +542,7 @@
 
   $("[data-signature-submit]").addEventListener("click", async function () {
     if (!strokes.some((s) => s.length > 1)) return showError("Ask the recipient to sign in the box.");
-    const r = await Serena.api("/v1/driver/deliveries/" + state.current.job_id + "/proof",
+    const r = await api("/v1/driver/deliveries/" + state.current.job_id + "/proof",
       { method: "POST", body: { kind: "signature", signature_svg: signatureSvg() } });
     completed(r);
   });
@@ -542,7 +551,7 @@
     ev.preventDefault();
     const otp = ev.target.otp.value.trim();
     if (!/^\d{4,8}$/.test(otp)) return showError("The code has 4 to 8 digits.");
-    completed(await Serena.api("/v1/driver/deliveries/" + state.current.job_id + "/proof", { method: "POST", body: { kind: "otp", otp } }));
+    completed(await api("/v1/driver/deliveries/" + state.current.job_id + "/proof", { method: "POST", body: { kind: "otp", otp } }));
   });
 
   $("[data-photo]").addEventListener("change", async function (ev) {
@@ -556,8 +565,14 @@
         method: "POST", body: form, headers: s ? { Authorization: "Bearer " + s.access_token } : {},
       });
     };
-    let resp = await send();
-    if (resp.status === 401 && (await Serena.api("/v1/driver/tasks")).ok) resp = await send(); // Serena.api rotated the token
+    let resp;
+    try {
+      resp = await send();
+      if (resp.status === 401 && (await api("/v1/driver/tasks")).ok) resp = await send(); // Serena.api rotated the token
+    } catch (_) {
+      ev.target.value = "";
+      return showError("The server could not be reached; take the photo again when you have a signal.");
+    }
     let data = null;
     try { data = await resp.json(); } catch (_) { data = null; }
     ev.target.value = "";
@@ -570,7 +585,7 @@
     ev.preventDefault();
     const body = { reason: ev.target.reason.value, note: ev.target.note.value.trim() };
     if (state.fix) { body.lat = state.fix.lat; body.lng = state.fix.lng; }
-    const r = await Serena.api("/v1/driver/deliveries/" + state.current.job_id + "/fail", { method: "POST", body });
+    const r = await api("/v1/driver/deliveries/" + state.current.job_id + "/fail", { method: "POST", body });
     if (!r.ok) return showError(Serena.errorText(r));
     $("[data-step-fail]").open = false;
     setLocal(state.current.job_id, state.current.package_code, r.data.state);
@@ -585,11 +600,11 @@
     if (!email || !password) return showError("Enter your e-mail and password.");
     const button = $("[data-signin-submit]");
     button.disabled = true;
-    const r = await Serena.api("/v1/auth/login", { method: "POST", body: { email, password }, auth: false });
+    const r = await api("/v1/auth/login", { method: "POST", body: { email, password }, auth: false });
     button.disabled = false;
     if (!r.ok) return showError(Serena.errorText(r));
     Serena.saveSession(r.data);
-    const me = await Serena.api("/v1/me");
+    const me = await api("/v1/me");
     Serena.saveSession(null, me.ok ? me.data : { email, roles: [] });
     ev.target.password.value = "";
     await start();

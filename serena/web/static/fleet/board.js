@@ -36,6 +36,15 @@
     fitted: false,
   };
 
+  /** Serena.api that answers {ok: false, status: 0} instead of throwing when the network is down. */
+  async function api(path, options) {
+    try {
+      return await Serena.api(path, options);
+    } catch (_) {
+      return { ok: false, status: 0, data: null, headers: new Headers() };
+    }
+  }
+
   function colour(driverId) {
     return PALETTE[Math.abs(Number(driverId)) % PALETTE.length];
   }
@@ -104,6 +113,14 @@
 
   // --- drivers (from the feed) ----------------------------------------------------------------------------
 
+  function driverTip(id) {
+    const e = state.markers.get(id);
+    if (!e) return driverName(id);
+    const age = Math.max(0, Math.round(Date.now() / 1000 - e.ts));
+    const speed = e.speed === null || e.speed === undefined ? "" : " · " + Math.round(e.speed * 3.6) + " km/h";
+    return driverName(id) + speed + " · " + (age < 90 ? age + " s ago" : Math.round(age / 60) + " min ago");
+  }
+
   function applyDrivers(cols, nowS) {
     const ids = cols.id, lat = cols.lat, lng = cols.lng, ts = cols.ts;
     const staleAfter = cfg.stale_after_s;
@@ -116,13 +133,19 @@
           renderer: driverRenderer, radius: 6, weight: 2, color: "#ffffff", opacity: 1,
           fillColor: stale ? STALE : colour(id), fillOpacity: 1,
         });
-        marker.bindTooltip(function () { return driverName(id); });
+        marker.bindTooltip(function () { return driverTip(id); });
+        // Clicking a driver narrows the job list to theirs.
+        marker.on("click", function () {
+          $("[data-job-filter]").value = driverName(id);
+          renderJobs();
+        });
         marker.addTo(driverLayer);
-        entry = { marker, ts: ts[i], stale };
+        entry = { marker, ts: ts[i], speed: cols.speed[i], stale };
         state.markers.set(id, entry);
       } else {
         entry.marker.setLatLng([lat[i], lng[i]]);
         entry.ts = ts[i];
+        entry.speed = cols.speed[i];
         if (entry.stale !== stale) {
           entry.marker.setStyle({ fillColor: stale ? STALE : colour(id) });
           entry.stale = stale;
@@ -217,7 +240,7 @@
       }
       if (ev.code === 4401) {
         // Expired: any API call rotates the refresh token (Serena.api); then reconnect at once.
-        const r = await Serena.api("/v1/fleet/kpis");
+        const r = await api("/v1/fleet/kpis");
         if (!r.ok) {
           showSignin();
           return;
@@ -233,7 +256,7 @@
   // --- plan, jobs, KPIs, exceptions (HTTP, refreshed on "changed") ------------------------------------------
 
   async function load(path) {
-    const r = await Serena.api(path);
+    const r = await api(path);
     if (r.status === 401 || r.status === 403) {
       showSignin(r.status === 403 ? "The fleet board needs a dispatcher account (" + Serena.errorText(r) + ")." : null);
       return null;
@@ -417,7 +440,7 @@
     const err = form.querySelector("[data-reassign-error]");
     submit.disabled = true;
     const body = { driver_id: Number(form.driver_id.value), reason: form.reason.value.trim() || "Reassigned on the fleet board" };
-    const r = await Serena.api("/v1/fleet/jobs/" + reassigning.id + "/reassign", { method: "POST", body });
+    const r = await api("/v1/fleet/jobs/" + reassigning.id + "/reassign", { method: "POST", body });
     submit.disabled = false;
     if (!r.ok) {
       err.textContent = Serena.errorText(r);
