@@ -251,8 +251,18 @@ def test_deliveries_are_completed_with_a_photo_or_the_customers_code_or_reported
     page.wait_for_selector("[data-driver-app][data-stop-state=delivered]")
     page.get_by_role("button", name="← All stops").click()
 
-    # The code the customer reads from their tracking page.
-    at_the_door("otp")
+    # The code the customer reads from their tracking page; the scan is made 200 m off (the
+    # customer came down the street): refused for distance until the driver gives a reason.
+    lat, lng = spots["otp"]
+    move(context, page, lat + 0.0018, lng)
+    page.locator(f"[data-stops] > li[data-job-id='{jobs['otp']['id']}']").get_by_role("button").click()
+    page.get_by_label("Or type the code").fill(jobs["otp"]["package_code"])
+    page.get_by_role("button", name="Confirm scan").click()
+    page.locator("[data-override]").wait_for(state="visible")
+    assert "drop-off" in page.locator("[data-app-error]").inner_text()
+    page.get_by_label("Why are you scanning away from the address?").fill("customer met me at the corner")
+    page.get_by_role("button", name="Confirm scan").click()
+    page.wait_for_selector("[data-step-proof]:not([hidden])")
     page.get_by_role("tab", name="Code").click()
     page.get_by_label("Code the customer tells you").fill(service.delivery_otp(settings.jwt_secret, uuidmod.UUID(jobs["otp"]["id"])))
     page.get_by_role("button", name="Complete with code").click()
@@ -277,4 +287,14 @@ def test_deliveries_are_completed_with_a_photo_or_the_customers_code_or_reported
     assert history("fail")[-1]["to_state"] == "failed" and "rang twice" in history("fail")[-1]["reason"]
     for job in jobs.values():
         assert page.locator(f"[data-stops] > li.is-done[data-job-id='{job['id']}']").count() == 1
+
+    # Reopened with no network: the service worker serves the app, and the day's stops are still there.
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    context.set_offline(True)
+    page.reload()
+    page.wait_for_selector("[data-driver-app][data-view=tasks]")
+    for job in jobs.values():
+        assert page.locator(f"[data-stops] > li.is-done[data-job-id='{job['id']}']").count() == 1
+    screenshot(page, "driver-reopened-offline")
+    context.set_offline(False)
     assert page.console_errors == []

@@ -278,6 +278,7 @@
     const r = await api("/v1/driver/shift/end", { method: "POST" });
     if (!r.ok && r.status !== 409) return showError(Serena.errorText(r));
     sessionStorage.removeItem(DUTY_KEY);
+    sessionStorage.removeItem(TASKS_KEY);
     closeSocket();
     show("shift");
   });
@@ -327,7 +328,29 @@
       state.tasks = doc;
       if (changed) state.localState.clear();
       renderTasks();
+      saveTasks();
       if (doc.version) await api("/v1/driver/tasks/ack", { method: "POST", body: { version: doc.version } });
+    }
+  }
+
+  // The last task list and this device's progress on it, so the app reopened offline (the
+  // service worker serves the shell) still shows the day's stops.
+  const TASKS_KEY = "serena.driver.tasks";
+  function saveTasks() {
+    try {
+      sessionStorage.setItem(TASKS_KEY, JSON.stringify({ doc: state.tasks, local: [...state.localState] }));
+    } catch (_) { /* storage full: the network copy is the source anyway */ }
+  }
+  function restoreTasks() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(TASKS_KEY));
+      if (!saved || !saved.doc) return false;
+      state.tasks = saved.doc;
+      state.localState = new Map(saved.local || []);
+      renderTasks();
+      return true;
+    } catch (_) {
+      return false;
     }
   }
 
@@ -415,6 +438,7 @@
   function setLocal(jobId, code, st) {
     state.localState.set(jobId, st);
     if (code) state.localState.set("code:" + code, st);
+    saveTasks();
     renderTasks();
     renderStopStep();
   }
@@ -622,6 +646,7 @@
     startGps();
     if (onDuty()) {
       openSocket();
+      if (restoreTasks()) show("tasks");
       await loadTasks(true);
       show("tasks");
     } else {
