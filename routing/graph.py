@@ -177,6 +177,31 @@ class Graph:
         }
 
 
+class TimeOfDay:
+    """Graphs re-customised for each hour of the day from per-class traffic factors, built on demand and kept.
+
+    `TimeOfDay(g).at(17)` is `g.with_speed_factors(speeds.traffic_factors(17))`,
+    computed once per distinct factor set (~20 ms each) and then shared; hours
+    with the same factors share one graph. Thread-safe enough for a planner: a
+    race only customises the same hour twice.
+    """
+
+    def __init__(self, base: Graph, table: dict[int, dict[str, float]] | None = None):
+        self.base = base
+        self.table = table
+        self._by_factors: dict[tuple, Graph] = {}
+
+    def at(self, hour: int) -> Graph:
+        factors = speeds.traffic_factors(hour, self.table)
+        key = tuple(sorted(factors.items()))
+        if not key:
+            return self.base
+        g = self._by_factors.get(key)
+        if g is None:
+            g = self._by_factors[key] = self.base.with_speed_factors(factors)
+        return g
+
+
 _ARRAY_FIELDS = (
     "lat", "lng", "node_osm_id", "indptr", "tail", "head", "length_m", "free_speed_kph", "speed_tagged",
     "road_class", "time_s", "twin", "geom_indptr", "geom_lat", "geom_lng",

@@ -171,3 +171,24 @@ def segment_speeds_kph(highway_class: np.ndarray, maxspeed: list, prof: SpeedPro
             scale[CLASS_INDEX[name]] = factor
         out = out * scale[highway_class]
     return out.astype(np.float32)
+
+
+# Time-of-day traffic: a multiplier on free-flow speed per road class and hour.
+# These defaults are an assumption, not a measurement: a typical European city
+# weekday (arterials lose ~35 % at the peaks, residential streets ~10 %), to be
+# replaced by factors learned from our own GPS traces. Hours not listed are 1.0.
+_PEAK = {"motorway": 0.7, "motorway_link": 0.7, "trunk": 0.65, "trunk_link": 0.7, "primary": 0.65,
+         "primary_link": 0.7, "secondary": 0.7, "secondary_link": 0.75, "tertiary": 0.8, "tertiary_link": 0.8,
+         "unclassified": 0.9, "residential": 0.9}
+_SHOULDER = {k: round(1 - (1 - v) / 2, 3) for k, v in _PEAK.items()}
+WEEKDAY_FACTORS: dict[int, dict[str, float]] = {
+    7: _SHOULDER, 8: _PEAK, 9: _SHOULDER, 12: {k: round(1 - (1 - v) / 3, 3) for k, v in _PEAK.items()},
+    16: _SHOULDER, 17: _PEAK, 18: _PEAK, 19: _SHOULDER,
+}
+
+
+def traffic_factors(hour: int, table: dict[int, dict[str, float]] | None = None) -> dict[str, float]:
+    """Per-road-class speed factors for an hour of day (0-23) from `table` (default: WEEKDAY_FACTORS)."""
+    if not 0 <= int(hour) <= 23:
+        raise ValueError(f"hour must be 0-23, got {hour}")
+    return dict((WEEKDAY_FACTORS if table is None else table).get(int(hour), {}))

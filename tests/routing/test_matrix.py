@@ -196,3 +196,17 @@ def test_csv_and_json_writers_format_fixed_decimals():
     assert json.loads(matrix.json_array(ts, 3)) == [[0.0, 1.5, 1234.568], [None, 0.0, 100000.0]]
     with pytest.raises(ValueError, match="comma"):
         matrix.write_csv(m, io.BytesIO(), ["a,b", "c"], ["x", "y", "z"])
+
+
+def test_rush_hour_graph_is_slower_on_arterials_and_cached_per_factor_set():
+    g = monaco()
+    day = graph.TimeOfDay(g)
+    assert day.at(3) is g  # no factors at night
+    rush = day.at(8)
+    assert day.at(8) is rush and day.at(17) is rush  # same peak factors, one customisation
+    primary = g.road_class == graph.speeds.CLASS_INDEX["primary"]
+    np.testing.assert_allclose(rush.time_s[primary], g.time_s[primary] / 0.65, rtol=1e-5)
+    pos = _random_points(g, 20, seed=1)
+    assert np.all(matrix.travel_matrix(rush, pos).time_s >= matrix.travel_matrix(g, pos).time_s - 1e-9)
+    with pytest.raises(ValueError):
+        day.at(24)
