@@ -12,7 +12,10 @@ noise a parked driver is "inside by more than 15 m" on ~7 % of fixes, so two in 
 row happen every few hundred fixes; requiring the evidence to last 10 s and 3 fixes
 makes it vanishingly rare, at the price of reporting a real entry ~10 s late (its
 event `ts_s` is still the first fix of the evidence, so event time stays right).
-A fix implying more than `max_speed_mps` from the last accepted fix is an outlier
+When fixes carry the receiver's speed, a zone change also needs the driver to have
+moved (a fix at `moving_speed_mps` or more within `motion_window_s`): a parked
+receiver's drift is correlated over tens of seconds and can outlast any threshold,
+its Doppler speed does not. A fix implying more than `max_speed_mps` from the last accepted fix is an outlier
 (the 200 m jumps of urban canyons) and is dropped, unless several in a row agree,
 which means the driver really moved (after a tunnel, say). A pass through a zone
 between fixes is caught by testing the segment from the last fix that was clearly
@@ -49,6 +52,8 @@ class TrackerConfig:
     default_accuracy_m: float = 20.0  # used when a fix has no (or a non-positive) accuracy
     confirm_fixes: int = 3  # consecutive fixes of evidence for a state change ...
     confirm_s: float = 10.0  # ... spanning at least this long
+    moving_speed_mps: float = 1.0  # a fix reporting less is "not moving" (Doppler speed) ...
+    motion_window_s: float = 30.0  # ... and a zone change needs a moving fix this close to it
     dwell_s: float = 300.0  # zone.dwell fires once per visit after this long inside
     max_speed_mps: float = 55.0  # ~200 km/h: a fix implying more is a GPS jump
     max_outliers_in_row: int = 3  # then the driver really moved: accept and re-anchor
@@ -98,6 +103,7 @@ class _Fix:
     lat_deg: float
     lng_deg: float
     accuracy_m: float
+    speed_mps: float | None = None
 
 
 @dataclass
@@ -140,6 +146,8 @@ class DriverTracker:
         self._zones: dict[str, _ZoneState] = {}
         self._evaluated_prev: set[str] = set()
         self._stop: Stop | None = None
+        self._last_moving_ts_s: float | None = None
+        self._last_fast = True  # no previous fix: let the first fast fix count
         self._stop_run = _Run()
         self._stop_arriving = False
         self._stop_arrived = False
@@ -161,8 +169,12 @@ class DriverTracker:
         return sorted(z for z, s in self._zones.items() if s.inside)
 
     def update(self, *, ts_s: float, lat_deg: float, lng_deg: float, accuracy_m: float | None,
-               eta_s: float | None = None) -> FixResult:
-        """Process one fix; eta_s (optional) is the caller's ETA to the next stop."""
+               speed_mps: float | None = None, eta_s: float | None = None) -> FixResult:
+        """Process one fix; speed_mps is the receiver's (Doppler) speed, eta_s the caller's ETA to the next stop.
+
+        Both are optional. With speed_mps, a driver who is not moving cannot enter or
+        leave a zone however the position drifts (see motion_window_s).
+        """
         if self.last_ts_s is not None and ts_s <= self.last_ts_s:
             # Out of order: the state already reflects later fixes; replaying this one
             # would fire events backwards in time.
@@ -174,7 +186,8 @@ class DriverTracker:
         cfg = self.config
         acc = accuracy_m if accuracy_m is not None and accuracy_m > 0 and math.isfinite(accuracy_m) \
             else cfg.default_accuracy_m
-        fix = _Fix(ts_s, lat_deg, lng_deg, acc)
+        speed = speed_mps if speed_mps is not None and math.isfinite(speed_mps) else None
+        fix = _Fix(ts_s, lat_deg, lng_deg, acc, speed)
         prev = self._last
         crossing_ok = True
         if prev is not None:
@@ -190,6 +203,12 @@ class DriverTracker:
                 crossing_ok = False
         self._outliers_in_row = 0
         self._last = fix
+        fast = self._fast(fix)
+        if fast and self._last_fast:
+            # Two fast fixes in a row: one Doppler outlier (a still phone reports
+            # >= 1 m/s about once in a thousand fixes) must not count as motion.
+            self._last_moving_ts_s = ts_s
+        self._last_fast = fast
         events = self._update_zones(fix=fix, prev=prev, crossing_ok=crossing_ok)
         events += self._update_stop(fix=fix, eta_s=eta_s)
         if self.driver_id is not None:
@@ -203,7 +222,7 @@ class DriverTracker:
         """A JSON-able snapshot, so another process (ingest replica) can carry on this driver."""
 
         def fix(f: _Fix | None):
-            return None if f is None else [f.ts_s, f.lat_deg, f.lng_deg, f.accuracy_m]
+            return None if f is None else [f.ts_s, f.lat_deg, f.lng_deg, f.accuracy_m, f.speed_mps]
 
         return {
             "v": 1,
@@ -211,6 +230,8 @@ class DriverTracker:
             "last_ts_s": self.last_ts_s,
             "last": fix(self._last),
             "outliers_in_row": self._outliers_in_row,
+            "last_moving_ts_s": self._last_moving_ts_s,
+            "last_fast": self._last_fast,
             "evaluated_prev": sorted(self._evaluated_prev),
             "zones": {z: {"inside": s.inside, "run": [s.run.count, s.run.start_ts_s],
                           "entered_ts_s": s.entered_ts_s, "dwell_fired": s.dwell_fired,
@@ -237,6 +258,8 @@ class DriverTracker:
         t.last_ts_s = state["last_ts_s"]
         t._last = fix(state["last"])
         t._outliers_in_row = state["outliers_in_row"]
+        t._last_moving_ts_s = state.get("last_moving_ts_s")
+        t._last_fast = state.get("last_fast", True)
         t._evaluated_prev = set(state["evaluated_prev"])
         for z, s in state["zones"].items():
             if z in index:
@@ -252,6 +275,21 @@ class DriverTracker:
         return t
 
     # -- zones ------------------------------------------------------------------------
+
+    def _fast(self, fix: _Fix) -> bool:
+        """Reported moving, or not known to be still (no speed reported)."""
+        return fix.speed_mps is None or fix.speed_mps >= self.config.moving_speed_mps
+
+    def _moved_near(self, ts_s: float) -> bool:
+        """Was there a moving fix since motion_window_s before ts_s?
+
+        Position drift of a parked receiver is correlated over tens of seconds and can
+        hold a fix past an edge by more than its accuracy for longer than confirm_s;
+        its Doppler speed stays near zero. Requiring motion around a zone change is
+        what makes a parked driver immune to drift of any duration.
+        """
+        last = self._last_moving_ts_s
+        return last is not None and last >= ts_s - self.config.motion_window_s
 
     def _margin_m(self, accuracy_m: float) -> float:
         return max(self.config.min_margin_m, self.config.accuracy_factor * accuracy_m)
@@ -297,7 +335,8 @@ class DriverTracker:
                     st.run.push(fix.ts_s)
                 else:
                     st.run.reset()
-                if st.run.count >= cfg.confirm_fixes and fix.ts_s - st.run.start_ts_s >= cfg.confirm_s:
+                if (st.run.count >= cfg.confirm_fixes and fix.ts_s - st.run.start_ts_s >= cfg.confirm_s
+                        and self._moved_near(st.run.start_ts_s)):
                     st.inside = False
                     exited_ts_s = st.run.start_ts_s
                     st.run.reset()
@@ -312,7 +351,8 @@ class DriverTracker:
                 continue
             if d < -margin:
                 st.run.push(fix.ts_s)
-                if st.run.count >= cfg.confirm_fixes and fix.ts_s - st.run.start_ts_s >= cfg.confirm_s:
+                if (st.run.count >= cfg.confirm_fixes and fix.ts_s - st.run.start_ts_s >= cfg.confirm_s
+                        and self._moved_near(st.run.start_ts_s)):
                     st.inside = True
                     st.entered_ts_s = st.run.start_ts_s
                     st.dwell_fired = False
@@ -324,7 +364,8 @@ class DriverTracker:
             st.run.reset()
             if d > margin:
                 if (crossing_ok and st.anchor is not None
-                        and fix.ts_s - st.anchor.ts_s <= cfg.max_crossing_gap_s):
+                        and fix.ts_s - st.anchor.ts_s <= cfg.max_crossing_gap_s
+                        and self._moved_near(st.anchor.ts_s)):
                     events += self._crossing_events(zone_id=zone_id, start=st.anchor, end=fix,
                                                     start_d_m=st.anchor_d_m, end_d_m=d)
                 st.anchor = fix

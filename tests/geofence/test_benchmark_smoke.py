@@ -17,5 +17,6 @@ def test_benchmark_runs_and_reports_zero_mismatches(capsys):
                         "--repeats", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["classify"]["mismatches"] == 0
-    assert report["false_triggers"]["ours_spurious_pairs"] == 0
-    assert set(report["real_passes"]) == {"depot_1hz", "dropoff_5s"}
+    assert report["false_triggers"]["independent noise, position only"]["ours_spurious_pairs"] == 0
+    assert report["false_triggers"]["drift correlated over 30 s, with Doppler speed"]["ours_spurious_pairs"] == 0
+    assert set(report["real_passes"]) == {"depot_1hz", "dropoff_5s", "depot_1hz_speed", "dropoff_5s_speed"}

@@ -194,3 +194,37 @@ def test_random_traces_keep_the_event_grammar():
                 last[e.zone_id] = (e.kind, e.ts_s)
         inside = sorted(z for z, (k, _) in last.items() if k in (ZONE_ENTERED, ZONE_DWELL))
         assert tracker.inside_zones() == inside
+
+
+def _drift(rng, n: int, *, sigma_m: float, tau_s: float) -> np.ndarray:
+    a = math.exp(-1.0 / tau_s)
+    e = np.zeros((n, 2))
+    e[0] = rng.normal(0, sigma_m, 2)
+    for i in range(1, n):
+        e[i] = a * e[i - 1] + math.sqrt(1 - a * a) * rng.normal(0, sigma_m, 2)
+    return e
+
+
+def test_slow_drift_of_a_parked_receiver_does_not_flap_when_speed_is_known(index):
+    rng = np.random.default_rng(4)
+    # Drift correlated over a minute holds a fix past the edge for tens of seconds;
+    # the still phone's Doppler speed (|N(0, 0.3)| m/s) says it is not moving.
+    e = _drift(rng, 3600, sigma_m=10.0, tau_s=60.0)
+    tracker = DriverTracker(index=index)
+    events = []
+    for i in range(3600):
+        lat, lng = _at(200.0 + e[i, 0], e[i, 1])
+        events += tracker.update(ts_s=float(i), lat_deg=lat, lng_deg=lng, accuracy_m=15.0,
+                                 speed_mps=abs(rng.normal(0, 0.3))).events
+    assert [e for e in events if e.zone_id == "zone"] == []
+
+
+def test_driving_in_and_parking_still_enters_when_speed_is_known(index):
+    tracker = DriverTracker(index=index)
+    events = []
+    for i in range(200):
+        x = min(-400.0 + 10.0 * i, 0.0)  # 10 m/s to the centre, then parked
+        lat, lng = _at(x, 0.0)
+        events += tracker.update(ts_s=float(i), lat_deg=lat, lng_deg=lng, accuracy_m=8.0,
+                                 speed_mps=10.0 if x < 0.0 else 0.1).events
+    assert [e.kind for e in events if e.zone_id == "zone"] == [ZONE_ENTERED]
