@@ -13,10 +13,11 @@ row happen every few hundred fixes; requiring the evidence to last 10 s and 3 fi
 makes it vanishingly rare, at the price of reporting a real entry ~10 s late (its
 event `ts_s` is still the first fix of the evidence, so event time stays right).
 When fixes carry the receiver's speed, a zone change also needs the driver to have
-moved (a fix at `moving_speed_mps` or more within `motion_window_s`): a parked
-receiver's drift is correlated over tens of seconds and can outlast any threshold,
-its Doppler speed does not. A fix implying more than `max_speed_mps` from the last accepted fix is an outlier
-(the 200 m jumps of urban canyons) and is dropped, unless several in a row agree,
+moved (two fixes in a row at `moving_speed_mps` or more, within `motion_window_s`
+of it): a parked receiver's drift is correlated over tens of seconds and can
+outlast any threshold, its Doppler speed does not. A fix implying more than
+`max_speed_mps` from the last accepted fix is an outlier (the 200 m jumps of urban
+canyons) and is dropped, unless several in a row agree,
 which means the driver really moved (after a tunnel, say). A pass through a zone
 between fixes is caught by testing the segment from the last fix that was clearly
 outside to the current one (see crossing.py); it too must go deeper than the
