@@ -27,6 +27,7 @@ _GROUPS = [
     ("planner", "planner"),
     ("users", "users"),
     ("commerce", "commerce"),
+    ("simulate", None),  # simulate, load
 ]
 
 
