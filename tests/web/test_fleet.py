@@ -253,6 +253,24 @@ def test_reassigning_a_job_on_the_board_shows_the_replan(live_server, page, scre
 
 
 @pytest.mark.browser
+def test_reassigning_to_a_driver_who_is_off_duty_is_refused_with_the_reason(live_server, page, fleet):
+    off = make_driver(live_server.url, fleet["staff"], on_duty=False, name="Off Duty")
+    open_board(page, live_server.url, fleet["staff"])
+    job = fleet["jobs"][3]
+    row = page.locator(f"[data-jobs] li[data-job-id='{job['id']}']")
+    before = row.get_attribute("data-driver-id")
+    row.get_by_role("button", name=f"Reassign {job['package_code']}").click()
+    form = page.locator("[data-reassign-form]")
+    form.get_by_label("To driver").select_option(str(off.id))
+    form.get_by_role("button", name="Reassign").click()
+    error = form.locator("[data-reassign-error]")
+    error.wait_for(state="visible")
+    assert "not on duty" in error.inner_text()
+    assert row.get_attribute("data-driver-id") == before
+    assert page.console_errors == []
+
+
+@pytest.mark.browser
 def test_a_thousand_drivers_moving_at_1_hz_do_not_make_the_board_fall_behind(live_server, page, screenshot, settings, fleet):
     from websockets.sync.client import connect
 
