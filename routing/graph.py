@@ -328,7 +328,7 @@ def build(
     try:
         step(stages[0])
         try:
-            raw = osm.read(source)
+            raw = osm.read(source, progress=progress)
         except osm.OSMError as exc:
             raise GraphError(str(exc)) from exc
         bar.update()

@@ -97,8 +97,11 @@ def _directions(oneway: pd.Series, junction: pd.Series) -> tuple[np.ndarray, np.
     return forward, backward
 
 
-def read(source: str | Path) -> RawNetwork:
-    """Read drivable segments from an OSM file (`.pbf`, `.osm`, `.bz2`, `.gz`) or `place:NAME` (osmnx, online)."""
+def read(source: str | Path, *, progress: bool = True) -> RawNetwork:
+    """Read drivable segments from an OSM file (`.pbf`, `.osm`, `.bz2`, `.gz`) or `place:NAME` (osmnx, online).
+
+    `progress=False` also silences pyrosm's own read bar / timing line (stderr).
+    """
     text = str(source)
     if text.startswith("place:"):
         return _read_place(text[len("place:") :])
@@ -108,7 +111,7 @@ def read(source: str | Path) -> RawNetwork:
     name = path.name.lower()
     try:
         if name.endswith(".pbf"):
-            raw = _read_pbf(path)
+            raw = _read_pbf(path, progress)
         elif name.endswith((".osm", ".osm.bz2", ".osm.gz", ".xml", ".bz2", ".gz")):
             raw = _read_xml(path)
         else:
@@ -151,10 +154,13 @@ def _finish(node_ids: np.ndarray, lat: np.ndarray, lng: np.ndarray, seg: pd.Data
     )
 
 
-def _read_pbf(path: Path) -> RawNetwork:
+def _read_pbf(path: Path, progress: bool = True) -> RawNetwork:
     import pyrosm  # imported here: pulls in geopandas, ~1 s, not needed for XML or cached graphs
 
-    osm = pyrosm.OSM(str(path))
+    try:
+        osm = pyrosm.OSM(str(path), progress=None if progress else False)
+    except TypeError:  # pyrosm without the progress argument
+        osm = pyrosm.OSM(str(path))
     result = osm.get_network(network_type="driving", nodes=True)
     if result is None or result[1] is None or len(result[1]) == 0:
         raise OSMError(f"{path.name} holds no drivable road")
