@@ -242,3 +242,12 @@ def test_place_names_go_through_osmnx(monkeypatch):
     assert from_place.meta["source"] == "place:West Oakland, California"
     assert from_place.n_nodes == from_file.n_nodes and from_place.n_edges == from_file.n_edges
     np.testing.assert_allclose(np.sort(from_place.time_s), np.sort(from_file.time_s), rtol=1e-5)
+
+
+def test_ways_clipped_at_the_extract_border_lose_only_the_missing_segments(tmp_path):
+    from routing import osm
+
+    f = tmp_path / "t.osm"
+    f.write_text(_osm_xml(_way(1, [1, 2, 3, 99], highway="residential")))  # node 99 is outside the extract
+    raw = osm.read(f)
+    assert raw.n_segments == 2 and sorted(raw.node_osm_id.tolist()) == [1, 2, 3]
