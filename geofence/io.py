@@ -97,28 +97,31 @@ def read_zones_geojson(path: str | Path, *, id_property: str = "id") -> list[Zon
     features = doc.get("features")
     if not isinstance(features, list):
         raise InputError(path, "FeatureCollection has no 'features' array", line=1)
-    offsets = _feature_offsets(text)
+    def fail(n: int, message: str) -> InputError:
+        # Locating a feature re-scans the text, so it is done only for the one that failed.
+        offsets = _feature_offsets(text)
+        line = _line_of(text, offsets[n]) if n < len(offsets) else None
+        return InputError(path, f"feature {n}: {message}", line=line)
+
     zones: list[Zone] = []
     seen: dict[str, int] = {}
     for n, feature in enumerate(features):
-        line = _line_of(text, offsets[n]) if n < len(offsets) else None
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            raise InputError(path, f"feature {n}: not a GeoJSON Feature", line=line)
+            raise fail(n, "not a GeoJSON Feature")
         props = feature.get("properties")
         if not isinstance(props, dict) or props.get(id_property) in (None, ""):
-            raise InputError(path, f"feature {n}: no '{id_property}' property", line=line)
+            raise fail(n, f"no '{id_property}' property")
         try:
             zone = Zone.from_geojson(feature, id_property=id_property)
         except ZoneError as exc:
-            raise InputError(path, f"feature {n}: {exc}", line=line) from None
+            raise fail(n, str(exc)) from None
         if not zone.geometry.is_valid:
             from shapely.validation import explain_validity
 
-            raise InputError(path, f"feature {n}: zone {zone.zone_id!r} is not a valid polygon "
-                             f"({explain_validity(zone.geometry)})", line=line)
+            raise fail(n, f"zone {zone.zone_id!r} is not a valid polygon "
+                          f"({explain_validity(zone.geometry)})")
         if zone.zone_id in seen:
-            raise InputError(path, f"feature {n}: duplicate id {zone.zone_id!r} "
-                             f"(also feature {seen[zone.zone_id]})", line=line)
+            raise fail(n, f"duplicate id {zone.zone_id!r} (also feature {seen[zone.zone_id]})")
         seen[zone.zone_id] = n
         zones.append(zone)
     return zones

@@ -117,3 +117,18 @@ def test_unwritable_output_names_the_output_file(tmp_path):
     result = _run(_zones(tmp_path), _points(tmp_path, GOOD_POINTS), out)
     assert result.exit_code == 1
     assert result.output.strip() == f"error: {out}: No such file or directory"
+
+
+def test_duplicate_and_invalid_zones_name_their_lines(tmp_path):
+    bowtie = [[[13.0, 52.0], [13.1, 52.1], [13.1, 52.0], [13.0, 52.1], [13.0, 52.0]]]
+    features = [
+        {"type": "Feature", "properties": {"id": "sq"}, "geometry": {"type": "Polygon", "coordinates": SQUARE}},
+        {"type": "Feature", "properties": {"id": "sq"}, "geometry": {"type": "Polygon", "coordinates": SQUARE}},
+    ]
+    zones = _zones(tmp_path, features)
+    msg = _error(tmp_path, zones, _points(tmp_path, GOOD_POINTS))
+    assert msg == f"error: {zones}:{_feature_lines(zones)[1]}: feature 1: duplicate id 'sq' (also feature 0)"
+    zones = _zones(tmp_path, [{"type": "Feature", "properties": {"id": "bow"},
+                               "geometry": {"type": "Polygon", "coordinates": bowtie}}])
+    msg = _error(tmp_path, zones, _points(tmp_path, GOOD_POINTS))
+    assert msg.startswith(f"error: {zones}:{_feature_lines(zones)[0]}: feature 0: zone 'bow' is not a valid polygon")
