@@ -30,7 +30,7 @@ from routing import ch, speeds
 
 # Bump when a change to this module, osm.py, speeds.py or ch.py would produce
 # different arrays from the same input: it is part of the cache key.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 EARTH_RADIUS_M = 6_371_008.8
 
 GRAPH_FILE = "graph.npz"
@@ -82,6 +82,7 @@ class Graph:
     geom_indptr: np.ndarray  # int64 (m+1,): edge e's vertices are geom_*[geom_indptr[e]:geom_indptr[e+1]]
     geom_lat: np.ndarray  # float64
     geom_lng: np.ndarray  # float64
+    via_osm_id: np.ndarray  # int64 (m,): OSM id of the edge's second vertex (see `edge_keys`)
     cch: ch.CCH
     meta: dict = field(default_factory=dict)
     _metric: ch.Metric | None = field(default=None, repr=False)
@@ -102,6 +103,31 @@ class Graph:
         if self._metric is None:
             self._metric = ch.customize(self.cch, self.tail, self.head, self.time_s, self.length_m)
         return self._metric
+
+    # -- stable edge identity ------------------------------------------------------
+    def edge_keys(self) -> np.ndarray:
+        """(m, 3) int64 OSM ids (tail node, head node, second vertex) naming each edge across rebuilds.
+
+        Edge ids are positions in arrays and change when the map is rebuilt from a
+        newer extract; these keys do not (unless the street itself changed), so
+        learned per-edge speeds can be stored by key and re-applied with `find_edges`.
+        """
+        return np.column_stack([self.node_osm_id[self.tail], self.node_osm_id[self.head], self.via_osm_id])
+
+    def find_edges(self, keys) -> np.ndarray:
+        """Edge id for each (tail, head, via) OSM key row, -1 where this graph has no such edge."""
+        keys = np.asarray(keys, np.int64).reshape(-1, 3)
+        mine = self.edge_keys()
+        order = np.lexsort((mine[:, 2], mine[:, 1], mine[:, 0]))
+        sorted_keys = mine[order]
+        # Row-wise binary search through a structured view (lexicographic order).
+        dt = np.dtype([("a", np.int64), ("b", np.int64), ("c", np.int64)])
+        hay = np.ascontiguousarray(sorted_keys).view(dt).ravel()
+        needles = np.ascontiguousarray(keys).view(dt).ravel()
+        pos = np.searchsorted(hay, needles)
+        pos_c = np.minimum(pos, len(hay) - 1)
+        found = (pos < len(hay)) & (hay[pos_c] == needles)
+        return np.where(found, order[pos_c], -1)
 
     # -- weights ---------------------------------------------------------------
     def with_speed_factors(self, factors: dict[str, float]) -> "Graph":
@@ -204,7 +230,7 @@ class TimeOfDay:
 
 _ARRAY_FIELDS = (
     "lat", "lng", "node_osm_id", "indptr", "tail", "head", "length_m", "free_speed_kph", "speed_tagged",
-    "road_class", "time_s", "twin", "geom_indptr", "geom_lat", "geom_lng",
+    "road_class", "time_s", "twin", "geom_indptr", "geom_lat", "geom_lng", "via_osm_id",
 )
 
 
@@ -515,6 +541,7 @@ def _simplify(raw, seg_class: np.ndarray, seg_kph: np.ndarray, seg_tagged: np.nd
         "geom_indptr": geom_indptr,
         "geom_lat": raw.lat[flat],
         "geom_lng": raw.lng[flat],
+        "via_osm_id": raw.node_osm_id[flat[geom_indptr[:-1] + 1]],
     }
 
 
@@ -553,7 +580,7 @@ def _largest_scc(g: dict) -> tuple[dict, dict]:
     indptr = np.zeros(nn + 1, np.int64)
     np.cumsum(np.bincount(out["tail"], minlength=nn), out=indptr[1:])
     out["indptr"] = indptr
-    for k in ("length_m", "free_speed_kph", "speed_tagged", "road_class"):
+    for k in ("length_m", "free_speed_kph", "speed_tagged", "road_class", "via_osm_id"):
         out[k] = g[k][old_edges]
     tw = g["twin"][old_edges]
     out["twin"] = np.where(tw >= 0, new_edge[np.maximum(tw, 0)], -1).astype(np.int32)

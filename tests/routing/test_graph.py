@@ -251,3 +251,15 @@ def test_ways_clipped_at_the_extract_border_lose_only_the_missing_segments(tmp_p
     f.write_text(_osm_xml(_way(1, [1, 2, 3, 99], highway="residential")))  # node 99 is outside the extract
     raw = osm.read(f)
     assert raw.n_segments == 2 and sorted(raw.node_osm_id.tolist()) == [1, 2, 3]
+
+
+def test_edge_keys_are_unique_and_find_their_edges_again():
+    g = monaco()
+    keys = g.edge_keys()
+    assert len(np.unique(keys, axis=0)) == g.n_edges
+    assert np.array_equal(g.find_edges(keys), np.arange(g.n_edges))
+    assert g.find_edges([[1, 2, 3]]).tolist() == [-1]
+    # learned speeds stored by key survive a rebuild (here: of the same map, with another speed profile)
+    other = graph.build(MONACO, country="US", progress=False)
+    e = other.find_edges(keys[:50])
+    assert np.all(e >= 0) and np.array_equal(other.edge_keys()[e], keys[:50])
