@@ -34,6 +34,34 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from geofence import h3grid
 from geofence.predicates import covers_point
 
+def _drop_stale_kernel_cache() -> None:
+    """Delete this module's cached numba kernels when h3grid.py or predicates.py changed.
+
+    numba's on-disk cache is keyed by the kernel's own file only, but our kernels
+    compile in code from those two files; a stale cache would run their old version.
+    Best effort: a read-only install simply keeps (and cannot have edited) its cache.
+    """
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    try:
+        digest = hashlib.sha256(b"".join((here / name).read_bytes()
+                                         for name in ("h3grid.py", "predicates.py"))).hexdigest()
+        cache = here / "__pycache__"
+        stamp = cache / "zones.kernel-deps"
+        if stamp.is_file() and stamp.read_text() == digest:
+            return
+        for stale in cache.glob("zones.*.nb[ic]"):
+            stale.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:
+        pass
+
+
+_drop_stale_kernel_cache()
+
 DEFAULT_RESOLUTION = 9  # ~174 m hexagon edge: a city zone is hundreds of cells, a drop-off circle 1-3
 _WGS84 = Geod(ellps="WGS84")
 _WGS84_A_M = 6378137.0
