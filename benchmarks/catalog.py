@@ -107,6 +107,8 @@ async def run(products: int, queries: int, warmup: int, keep: bool, reuse: bool 
             from sqlalchemy import text
 
             cats = list((await db.execute(text("SELECT id FROM catalog_categories ORDER BY id"))).scalars())
+            n_products = (await db.execute(text("SELECT count(*) FROM product_search"))).scalar_one()
+            n_variants = (await db.execute(text("SELECT count(*) FROM product_variants"))).scalar_one()
         mix = query_mix(warmup + queries, cats)
         load_before = os.getloadavg()[0]
         times: dict[str, list[float]] = {}
@@ -126,7 +128,7 @@ async def run(products: int, queries: int, warmup: int, keep: bool, reuse: bool 
         if not keep:
             _drop()
     every = [t for ts in times.values() for t in ts]
-    return {"products": res.products, "variants": res.variants, "build_s": build_s, "n": len(every),
+    return {"products": n_products, "variants": n_variants, "build_s": build_s, "n": len(every),
             "p50": pct(every, 50), "p95": pct(every, 95), "p99": pct(every, 99), "max": max(every),
             "median_hits": statistics.median(totals), "load": (load_before, load_after),
             "by_kind": {k: (len(v), pct(v, 50), pct(v, 95)) for k, v in sorted(times.items())}}

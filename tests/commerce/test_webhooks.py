@@ -100,3 +100,45 @@ async def test_a_forged_or_replayed_old_webhook_is_refused(shop_app, client, sho
     unsigned = await client.post("/v1/payments/stripe/webhook", json=event)
     assert unsigned.status_code == 400
     assert await _counts(sessions, order["id"]) == (0, 0, "action_required")
+
+
+async def test_a_lost_provider_answer_is_recovered_by_the_webhook_without_a_second_charge(
+        shop_app, client, shop, localstripe_url, stripe_provider, stripe_settings, sessions):
+    """The API dies between Stripe creating the intent and us recording it: the webhook finds the
+    transaction through the intent's metadata, and the client's retry sees the payment done."""
+    from tests.commerce.test_concurrency_idempotency import CountingProvider
+
+    class AnswerLost(CountingProvider):
+        intent = None
+
+        async def create_intent(self, **kw):
+            self.created += 1
+            AnswerLost.intent = await self.inner.create_intent(**kw)
+            raise ConnectionResetError("connection lost after the provider answered")
+
+    lost = AnswerLost(stripe_provider)
+    token = await guest_cart(client, shop.variant_ids[0])
+    body = checkout_body(shop, await first_window(client, shop), payment_method_id=await card(localstripe_url))
+    headers = {"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())}
+    shop_app.state.commerce_provider = lost
+    try:
+        try:
+            await client.post("/v1/checkout", json=body, headers=headers)
+        except ConnectionResetError:
+            pass  # the in-process transport re-raises what the handler raised: the request died
+    finally:
+        shop_app.state.commerce_provider = stripe_provider
+    pi = await _intent(stripe_provider, AnswerLost.intent.ref)
+    assert pi["status"] == "succeeded"  # Stripe charged; we recorded nothing
+    hook = await _post(client, stripe_settings.stripe_webhook_secret, intent_event(pi, "payment_intent.succeeded"))
+    assert hook.json()["applied"] is True
+    counting = CountingProvider(stripe_provider)
+    shop_app.state.commerce_provider = counting
+    try:
+        retry = await client.post("/v1/checkout", json=body, headers=headers)
+    finally:
+        shop_app.state.commerce_provider = stripe_provider
+    assert retry.status_code == 200 and retry.json()["payment_status"] == "paid"
+    assert retry.json()["payment"]["provider_ref"] == pi["id"]
+    assert counting.created == 0 and lost.created == 1
+    assert await _counts(sessions, retry.json()["id"]) == (1, 1, "paid")
