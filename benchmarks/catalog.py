@@ -98,7 +98,7 @@ async def run(products: int, queries: int, warmup: int, keep: bool, reuse: bool 
     t0 = time.perf_counter()
     if not reuse:
         await asyncio.to_thread(_recreate)  # Alembic's env runs its own event loop
-    res = await seeding.seed(dsn=_dsn(DB_NAME), products=products)
+    await seeding.seed(dsn=_dsn(DB_NAME), products=products)
     build_s = time.perf_counter() - t0
     engine = make_engine(_dsn(DB_NAME), pool_size=2)
     sessions = make_sessionmaker(engine)

@@ -363,17 +363,19 @@ async def _early_access_in(db: AsyncSession, category_id: int | None) -> bool:
 _ORDER = {"price_asc": "price ASC NULLS LAST, id", "price_desc": "price DESC NULLS LAST, id", "newest": "id DESC"}
 
 
-def _decode(cur: str, token_counts: list[list[Any]]) -> tuple[int, dict, dict[int, int], list[dict]]:
+def _decode(cur: str, token_counts: list[list[Any]]) -> tuple[int, dict, list[dict], list[dict]]:
+    """Rows of (token, count, category slug, name, parent) → total, attribute facets, categories, price bands."""
     facets: dict[str, list[dict[str, Any]]] = {}
-    cat_counts: dict[int, int] = {}
+    categories: list[dict[str, Any]] = []
     bands = []
     total = 0
-    for token, n in token_counts:
+    for token, n, slug, name, parent_id in token_counts:
         key, _, value = token.partition(":")
         if token == "*":
             total = n
         elif key == "cat":
-            cat_counts[int(value)] = n
+            if slug is not None:
+                categories.append({"id": int(value), "slug": slug, "name": name, "parent_id": parent_id, "count": n})
         elif key == "price":
             c, _, b = value.partition(":")
             if c == cur:
@@ -385,17 +387,12 @@ def _decode(cur: str, token_counts: list[list[Any]]) -> tuple[int, dict, dict[in
     for values in facets.values():
         values.sort(key=lambda x: (-x["count"], x["value"]))
     bands.sort(key=lambda b: b["min"])
-    return total, facets, cat_counts, bands
+    categories.sort(key=lambda c: (-c["count"], c["name"]))
+    return total, facets, categories, bands
 
 
-async def _finish(db: AsyncSession, *, cur: str, total: int | None, items: list, token_counts: list) -> SearchResult:
-    counted_total, facets, cat_counts, bands = _decode(cur, token_counts)
-    categories = []
-    if cat_counts:
-        cats = (await db.execute(select(Category.id, Category.slug, Category.name, Category.parent_id)
-                                 .where(Category.id.in_(list(cat_counts))))).all()
-        categories = sorted(({"id": c.id, "slug": c.slug, "name": c.name, "parent_id": c.parent_id,
-                              "count": cat_counts[c.id]} for c in cats), key=lambda c: (-c["count"], c["name"]))
+def _finish(*, cur: str, total: int | None, items: list, token_counts: list) -> SearchResult:
+    counted_total, facets, categories, bands = _decode(cur, token_counts)
     out = []
     for pid, slug, name, brand, price, rank in items:
         out.append({"id": pid, "slug": slug, "name": name, "brand": brand,
@@ -422,11 +419,12 @@ async def _browse(db: AsyncSession, *, category_id: int | None, cur: str, sort: 
             LIMIT :limit OFFSET :offset
         )
         SELECT (SELECT {_PAGE_JSON} FROM pg JOIN products p ON p.id = pg.id) AS items,
-               (SELECT coalesce(json_agg(json_build_array(ft.token, c.n)), '[]')
+               (SELECT coalesce(json_agg(json_build_array(ft.token, c.n, cc.slug, cc.name, cc.parent_id)), '[]')
                 FROM facet_counts c JOIN facet_tokens ft ON ft.id = c.token_id
+                LEFT JOIN catalog_categories cc ON cc.id = ft.category_id
                 WHERE c.category_id = :bucket AND c.n > 0) AS counts
     """), {"cur": cur, "token": token, "bucket": category_id or 0, "limit": per_page, "offset": (page - 1) * per_page})).one()
-    return await _finish(db, cur=cur, total=None, items=_json(row.items), token_counts=_json(row.counts))
+    return _finish(cur=cur, total=None, items=_json(row.items), token_counts=_json(row.counts))
 
 
 def _json(value: Any) -> list:
@@ -476,10 +474,11 @@ async def _search_once(db: AsyncSession, *, q: str, category_id: int | None, fil
                FROM matched ORDER BY {order} LIMIT :limit OFFSET :offset),
         counts AS (SELECT t, count(*) AS n FROM matched, unnest(facet_ids) t GROUP BY t)
         SELECT (SELECT {_PAGE_JSON} FROM pg JOIN products p ON p.id = pg.id) AS items,
-               (SELECT coalesce(json_agg(json_build_array(ft.token, counts.n)), '[]')
-                FROM counts JOIN facet_tokens ft ON ft.id = counts.t) AS counts
+               (SELECT coalesce(json_agg(json_build_array(ft.token, counts.n, cc.slug, cc.name, cc.parent_id)), '[]')
+                FROM counts JOIN facet_tokens ft ON ft.id = counts.t
+                LEFT JOIN catalog_categories cc ON cc.id = ft.category_id) AS counts
     """), params)).one()
-    result = await _finish(db, cur=cur, total=None, items=_json(row.items), token_counts=_json(row.counts))
+    result = _finish(cur=cur, total=None, items=_json(row.items), token_counts=_json(row.counts))
     result.query = q
     return result
 
