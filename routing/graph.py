@@ -30,7 +30,7 @@ from routing import ch, speeds
 
 # Bump when a change to this module, osm.py, speeds.py or ch.py would produce
 # different arrays from the same input: it is part of the cache key.
-BUILD_VERSION = 2
+BUILD_VERSION = 4
 EARTH_RADIUS_M = 6_371_008.8
 
 GRAPH_FILE = "graph.npz"

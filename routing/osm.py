@@ -141,6 +141,18 @@ def _finish(node_ids: np.ndarray, lat: np.ndarray, lng: np.ndarray, seg: pd.Data
     forward, backward = _directions(seg["oneway"], seg["junction"])
     maxspeed = seg["maxspeed"].astype(object).where(seg["maxspeed"].notna(), None).to_numpy()
     keep = u != v  # a segment from a node to itself carries no distance
+    # Two ways drawn over the same nodes (a common OSM duplicate) would give two
+    # identical parallel edges: same street, same speed, and ambiguous edge keys.
+    # Keep one segment per (node pair, directions, highway), preferring one with a
+    # maxspeed tag (duplicates that disagree on it are mapping slips; the tag is information).
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    fw = np.where(u <= v, forward, backward)
+    bw = np.where(u <= v, backward, forward)
+    ident = pd.DataFrame({"lo": lo, "hi": hi, "fw": fw, "bw": bw, "hw": seg["highway"].astype(str).to_numpy()})
+    untagged_first = np.argsort(np.array([m is None for m in maxspeed], bool), kind="stable")
+    dup = np.zeros(len(u), bool)
+    dup[untagged_first] = ident.iloc[untagged_first].duplicated().to_numpy()
+    keep &= ~dup
     return RawNetwork(
         node_osm_id=used,
         lat=np.asarray(lat, np.float64)[idx],
