@@ -46,7 +46,7 @@ def classify(
     from tqdm import tqdm
 
     from geofence.io import InputError, iter_points_csv, read_zones_geojson
-    from geofence.zones import ZoneIndex
+    from geofence.zones import ZoneError, ZoneIndex
 
     try:
         zone_list = read_zones_geojson(zones)
@@ -78,6 +78,8 @@ def classify(
         os.replace(tmp, out)  # never leave a half-written OUT behind
     except InputError as exc:
         _fail(str(exc))
+    except ZoneError as exc:  # a zone the reader accepted but the index cannot cover
+        _fail(f"{zones}: {exc}")
     except OSError as exc:
         name = exc.filename or out
         if str(name).endswith(".tmp"):
