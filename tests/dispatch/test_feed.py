@@ -195,15 +195,23 @@ def test_fleet_socket_closes_with_a_reason_without_a_valid_staff_token(ws_client
 
 
 def test_fleet_socket_sends_a_snapshot_then_positions_to_a_dispatcher(ws_client, settings):
-    import redis as syncredis
+    import concurrent.futures
 
-    r = syncredis.from_url(settings.redis_url)
+    import redis.asyncio as aioredis
+
     driver = 900_000 + uuid.uuid4().int % 1000
     now = time.time()
 
-    def put(row):  # the same write tracking's ingest does (LiveState's newer-only script)
-        r.eval(feedmod_live_script(), 3, f"{settings.redis_prefix}tracking:live", f"{settings.redis_prefix}tracking:live:ts",
-               f"{settings.redis_prefix}tracking:live:epoch", row["driver_id"], repr(float(row["ts"])), orjson.dumps(row))
+    def put(row):  # what tracking's ingest does, on a loop of its own (the test client runs the app's loop)
+        async def go():
+            r = aioredis.from_url(settings.redis_url)
+            try:
+                await LiveState(r, settings.redis_prefix).update([row])
+            finally:
+                await r.aclose()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, go()).result()
 
     put(fix(driver, now - 1, lat=60.1))
     with ws_client.websocket_connect("/ws/fleet") as ws:
@@ -218,13 +226,6 @@ def test_fleet_socket_sends_a_snapshot_then_positions_to_a_dispatcher(ws_client,
                 break
         i = msg["drivers"]["id"].index(driver)
         assert msg["drivers"]["lat"][i] == 60.2 and msg["seq"] > snap["seq"]
-    r.close()
-
-
-def feedmod_live_script() -> str:
-    from tracking import live
-
-    return live._UPDATE
 
 
 def test_fleet_socket_closes_when_its_token_expires_without_a_fresh_one(ws_client, settings):
