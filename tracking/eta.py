@@ -144,6 +144,7 @@ class EtaStage:
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
         self.live_keys = live.Keys(settings.redis_prefix)
+        self.redis_state = live.LiveState(redis, settings.redis_prefix)  # for its one-argument HMGET
         self.travel = travel or fallback_travel_s
         self.clock = clock
         self.pending: dict[int, dict[str, Any]] = {}  # driver -> message to push after commit
@@ -159,7 +160,7 @@ class EtaStage:
         if not newest:
             return []
         drivers = list(newest)
-        plans_raw = await self.redis.hmget(self.keys.plans, [str(d) for d in drivers])
+        plans_raw = await self.redis_state.hmget(self.keys.plans, drivers)
         plans = {d: orjson.loads(p) for d, p in zip(drivers, plans_raw, strict=True) if p}
         if not plans:
             return []
@@ -167,7 +168,7 @@ class EtaStage:
         per_driver = {d: compute(plans[d]["stops"], lat=newest[d].lat, lng=newest[d].lng, now=newest[d].ts,
                                  travel=self.travel) for d in plans}
         orders = [e.order_id for etas in per_driver.values() for e in etas if e.order_id]
-        prev_raw = await self.redis.hmget(self.keys.eta, orders) if orders else []
+        prev_raw = await self.redis_state.hmget(self.keys.eta, orders) if orders else []
         prev = {o: orjson.loads(p) for o, p in zip(orders, prev_raw, strict=True) if p}
         flags = [f"{e.stop_id}:{kind}" for etas in per_driver.values() for e in etas[:1] for kind in ("arriving", "arrived")
                  if self.stop_events]

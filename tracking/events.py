@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 
 from core import events
 from core.settings import Settings
-from tracking import eta, links
+from tracking import eta, links, live
 from tracking.validate import Fix
 
 log = logging.getLogger("serena.tracking.events")
@@ -63,6 +63,7 @@ class GeofenceStage:
         self.pool = pool
         self.redis = redis
         self.key = settings.redis_prefix + "tracking:geofence"
+        self.live = live.LiveState(redis, settings.redis_prefix)  # for its one-argument HMGET
         self.plans = eta.Keys(settings.redis_prefix).plans
         self.index = zones.ZoneIndex()
         self.loaded_at = 0.0
@@ -91,7 +92,7 @@ class GeofenceStage:
         await self.refresh_zones()
         drivers = sorted({f.driver_id for f in fresh})
         keys = [str(d) for d in drivers]
-        plans = await self.redis.hmget(self.plans, keys)
+        plans = await self.live.hmget(self.plans, keys)
         if len(self.index) == 0:
             # No zones at all: only drivers with a plan (a next stop to arrive at) need a tracker.
             planned = [(d, k, p) for d, k, p in zip(drivers, keys, plans, strict=True) if p]
@@ -99,7 +100,7 @@ class GeofenceStage:
             drivers, keys, plans = [d for d, _, _ in planned], [k for _, k, _ in planned], [p for _, _, p in planned]
             if not drivers:
                 return []
-        states = await self.redis.hmget(self.key, keys)
+        states = await self.live.hmget(self.key, keys)
         trackers: dict[int, Any] = {}
         next_stop: dict[int, dict | None] = {}
         H = self.hysteresis
