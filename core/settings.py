@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     commerce_window_cutoff_min: int = Field(default=60, ge=0)  # commerce: a window closes this long before it starts
     commerce_fee_per_km: str = "0.40"  # commerce: delivery fee per road km from the depot, in the zone's currency
     commerce_detour_factor: float = Field(default=1.35, ge=1.0)  # commerce: road km / straight km when no road graph is loaded
+    commerce_graph: str = ""  # commerce: road graph for quote distances: OSM file, graph dir, "default" (bundled city), "" = estimate
     commerce_fx_rates: str = "SEK=11.40,NOK=11.70,DKK=7.46,USD=1.08,GBP=0.85"  # commerce: units per 1 EUR, for zone fees only
     commerce_loyalty_tiers: str = "silver:0:0:1:,gold:500:5:3:early_access,platinum:2000:15:5:free_delivery+early_access"  # commerce: name:min 12-month spend EUR:min orders:percent back:benefits
     commerce_point_value: str = "0.01"  # commerce: EUR value of one loyalty point when redeemed

@@ -5,16 +5,20 @@ rather than `geofence`, whose zone engine is being built in parallel; when sever
 zones cover a point the cheapest wins. ST_Covers (not ST_Contains) so an address
 exactly on a zone's border is served.
 
-Road distance: if a compiled road graph is registered (`set_road_graph`, e.g. by the
-api process at start-up), `routing.matrix.travel_matrix` gives the fastest-path distance
-from the depot. Otherwise it is an ESTIMATE: great-circle distance × a detour factor
-(settings.commerce_detour_factor, 1.35 by default — typical ratio of road to straight
-distance in European cities). The quote and the order record which one was used
-(`distance_source` = "road" | "haversine_estimate").
+Road distance: with a road graph (settings.commerce_graph: an OSM file, a graph
+directory or "default" for the bundled city, loaded once per process on first use; or
+one registered with `set_road_graph`), `routing.matrix.travel_matrix` gives the
+fastest-path distance from the depot. Without one — or when the depot or the address
+cannot be snapped to it, e.g. outside the graph's area — it is an ESTIMATE: great-circle
+distance × a detour factor (settings.commerce_detour_factor, 1.35 by default, a typical
+ratio of road to straight distance in European cities). The quote and the order record
+which one was used (`distance_source` = "road" | "haversine_estimate").
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -31,7 +35,10 @@ from core.settings import Settings
 
 EARTH_RADIUS_M = 6_371_008.8
 
-_road_graph: Any = None  # a routing.graph.Graph, when the process loaded one
+log = logging.getLogger(__name__)
+
+_road_graph: Any = None  # a routing.graph.Graph registered by the process
+_loaded: dict[str, Any] = {}  # settings.commerce_graph → Graph (None: failed to load, not retried)
 
 
 class OutsideDeliveryArea(SerenaError):
@@ -126,17 +133,38 @@ def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
-def road_distance_m(settings: Settings, depot: Depot, lat: float, lng: float) -> tuple[int, str]:
-    """(metres, source): the road graph's fastest-path distance if one is loaded, else the labelled estimate."""
+async def _graph(settings: Settings) -> Any:
     if _road_graph is not None:
+        return _road_graph
+    source = settings.commerce_graph
+    if not source:
+        return None
+    if source not in _loaded:
+        def load() -> Any:
+            from routing import graph
+
+            return graph.load(None if source == "default" else source, progress=False)
+
+        try:
+            _loaded[source] = await asyncio.to_thread(load)
+        except Exception as exc:  # noqa: BLE001 - a missing graph degrades quotes to the estimate, never fails them
+            log.warning("road graph %r could not be loaded (%s); quotes use the haversine estimate", source, exc)
+            _loaded[source] = None
+    return _loaded[source]
+
+
+async def road_distance_m(settings: Settings, depot: Depot, lat: float, lng: float) -> tuple[int, str]:
+    """(metres, source): the road graph's fastest-path distance if possible, else the labelled estimate."""
+    g = await _graph(settings)
+    if g is not None:
         try:
             from routing import matrix
 
-            m = matrix.travel_matrix(_road_graph, [[depot.lat, depot.lng]], [[lat, lng]])
+            m = await asyncio.to_thread(matrix.travel_matrix, g, [[depot.lat, depot.lng]], [[lat, lng]])
             d = float(m.distance_m[0, 0])
             if math.isfinite(d):
                 return int(round(d)), "road"
-        except Exception:  # noqa: BLE001 - an unsnappable point falls back to the estimate, never fails checkout
+        except Exception:  # noqa: BLE001 - e.g. a point too far from any road of the graph
             pass
     return int(round(haversine_m(depot.lat, depot.lng, lat, lng) * settings.commerce_detour_factor)), "haversine_estimate"
 
@@ -179,7 +207,7 @@ async def quote(*, db: AsyncSession, settings: Settings, lat: float, lng: float,
     depot = await nearest_depot(db=db, lat=lat, lng=lng, stocked=stocked)
     if depot is None:
         raise OutsideDeliveryArea("no depot can serve this address" + (" with these items in stock" if stocked else ""))
-    distance_m, source = road_distance_m(settings, depot, lat, lng)
+    distance_m, source = await road_distance_m(settings, depot, lat, lng)
     fee_zone = zone.base_fee + Decimal(settings.commerce_fee_per_km) * Decimal(distance_m) / Decimal(1000)
     fee = convert_fee(settings, fee_zone, zone.currency, cur)
     return Quote(zone=zone, depot=depot, distance_m=distance_m, distance_source=source, fee=fee, currency=cur,
