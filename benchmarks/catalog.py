@@ -82,7 +82,7 @@ def query_mix(n: int, categories: list[int], seed: int = 11) -> list[tuple[str, 
         elif r < 0.90:
             mix.append(("category browse", {"category_id": rnd.choice(categories)}))
         elif r < 0.96:
-            mix.append(("typo (trigram fallback)", {"q": rnd.choice(TYPOS)}))
+            mix.append(("typo (spelling correction)", {"q": rnd.choice(TYPOS)}))
         else:
             mix.append(("price band", {"q": rnd.choice(WORDS), "price_min": Decimal("25"), "price_max": Decimal("100"),
                                        "sort": "price_asc"}))
@@ -154,11 +154,14 @@ def report(r: dict, products_flag: int, queries: int) -> str:
     ]
     for kind, (n, p50, p95) in r["by_kind"].items():
         lines.append(f"| {kind} | {n} | {p50:.1f} | {p95:.1f} |")
-    lines += ["", "How: a stored generated `tsvector` (GIN) with `ts_rank_cd`; facets are a `text[]` of `key:value` "
-              "tokens (GIN) used both to filter (`@>`, `&&`) and to count (`unnest` + `GROUP BY` over the matching set, "
-              "one materialised CTE, one round trip); typo tolerance is a second query with `pg_trgm` word similarity "
-              "on the name, only when the words match nothing. Cost grows with the number of matching products (the "
-              "facet count reads each of them), so the slowest kind is browsing a large category.", ""]
+    lines += ["", "How: `product_search` holds one narrow row per product (tsvector with a GIN index, an int[] of "
+              "facet token ids with a GIN index, prices); a search is one round trip — a materialised CTE of the "
+              "matches, ranked with `ts_rank_cd`, from which the page and the counts (`unnest` + `GROUP BY` on token "
+              "ids; tokens for attribute values, every category level, price bands and the total) are aggregated. "
+              "Unfiltered category browsing reads exact precomputed counts (`facet_counts`). Typos: when the words "
+              "match nothing, each unknown word is corrected against the catalog's word list (Levenshtein ≤ 2) and "
+              "the search runs again. The cost of a text search grows with its number of matches (each is read and "
+              "counted), so broad one-word searches are the slowest kind.", ""]
     return "\n".join(lines)
 
 
