@@ -49,6 +49,7 @@ def upgrade() -> None:
     sa.Column('id', sa.UUID(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=128), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('request_sha256', sa.String(length=64), nullable=False),
     sa.Column('reference', sa.String(length=64), nullable=False),
     sa.Column('package_code', sa.String(length=32), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
