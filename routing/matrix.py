@@ -134,7 +134,7 @@ def travel_matrix(
 ) -> Matrix:
     """Exact travel times (s) and distances (m) from every source to every target.
 
-    `distances=False` skips the distance matrix (about half the work; `distance_m` is then None).
+    `distances=False` skips the distance matrix (`distance_m` is then None; saves memory, little time).
 
     `sources` / `targets` are `Snapped` positions or (n, 2) arrays of lat, lng
     (snapped here, refusing points beyond `max_snap_m`). `targets=None` means
