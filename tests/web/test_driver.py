@@ -93,6 +93,19 @@ def test_driver_signs_in_starts_shift_loads_scans_by_typed_code_and_delivers_wit
     result = replan(settings)
     version = result.published[driver.id]["version"]
     page.wait_for_selector(f"[data-driver-app][data-task-version='{version}']", timeout=20_000)
+    def acked() -> list[int]:
+        async def go(sessions, _redis):
+            async with sessions() as db:
+                rows = await db.execute(text("SELECT version FROM task_list_acks WHERE driver_id = :d"), {"d": driver.id})
+                return [r[0] for r in rows]
+
+        return run(settings, go)
+
+    deadline = time.monotonic() + 10
+    while version not in acked() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert version in acked()  # the app acknowledged the version it shows
+
     # The wave starts at the depot; our drop-off follows. (The planner may also give this driver
     # unpinned jobs that earlier tests left in the shared database, so only ours are asserted.)
     stops = page.locator("[data-stops] > li")
