@@ -102,13 +102,11 @@ class PlanResult:
 
 
 async def live_positions(redis: aioredis.Redis, settings: Settings, driver_ids: list[int]) -> dict[int, tuple[float, float, float]]:
-    """Latest (lat, lng, ts unix s) per driver from tracking's live state in Redis, where present."""
-    try:
-        from tracking.live import LiveState  # the tracking room owns the key layout
-    except ImportError:
-        return {}
+    """Latest (lat, lng, ts unix s) per driver from the live state tracking keeps in Redis, where present."""
+    from core import fleetstate
+
     out: dict[int, tuple[float, float, float]] = {}
-    for driver_id, row in (await LiveState(redis, settings.redis_prefix).get(driver_ids)).items():
+    for driver_id, row in (await fleetstate.live_rows(redis, prefix=settings.redis_prefix, driver_ids=driver_ids)).items():
         try:
             ts = row["ts"]
             ts = datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else float(ts)
@@ -261,7 +259,7 @@ def stop_payload(job: DeliveryJob, kind: str, seq: int, eta: datetime) -> dict:
         "seq": seq, "job_id": str(job.id), "kind": kind, "package_code": job.package_code, "lat": lat, "lng": lng,
         "address": job.address if kind == "delivery" else "depot", "recipient_name": job.recipient_name if kind == "delivery" else "",
         "window_start": job.window_start.isoformat(), "window_end": job.window_end.isoformat(), "eta": eta.isoformat(),
-        "state": job.state,
+        "state": job.state, "service_s": job.service_s, "idempotency_key": job.idempotency_key,
     }
 
 
@@ -354,14 +352,26 @@ async def replan(*, sessions: async_sessionmaker[AsyncSession], redis: aioredis.
     return result
 
 
+def order_id_of(stop: dict) -> str | None:
+    """The commerce order behind a stop (jobs from `order.paid` carry `order:{id}` as idempotency key)."""
+    key = stop.get("idempotency_key") or ""
+    return key.split(":", 1)[1] if key.startswith("order:") else None
+
+
 async def publish_tasks(result: PlanResult, *, redis: aioredis.Redis, settings: Settings, mqtt_client=None) -> None:
-    """Task lists out: MQTT retained per driver (QoS 1) and Redis pub/sub for WebSocket clients."""
-    from core import mqtt
+    """Task lists out: MQTT retained per driver (QoS 1), Redis pub/sub for WebSockets, and the
+    driver-plan projection tracking reads for ETAs and stop detection (docs/tracking.md)."""
+    from core import fleetstate, mqtt
 
     for driver_id, tasks in result.published.items():
         body = json.dumps(tasks)
         await redis.set(f"{settings.redis_prefix}tasks:last:{driver_id}", body)
         await redis.publish(tasks_channel(settings, driver_id), body)
+        stops = [{"stop_id": s["job_id"], "order_id": order_id_of(s), "lat": s["lat"], "lng": s["lng"],
+                  "service_s": s.get("service_s", 120.0), "status": "pending"}
+                 for s in tasks["stops"] if s["kind"] == "delivery"]
+        await fleetstate.write_plan(redis, prefix=settings.redis_prefix, driver_id=driver_id, stops=stops,
+                                    version=tasks["version"])
         if mqtt_client is not None:
             await mqtt_client.publish(mqtt.driver_topic(driver_id, "tasks", root=settings.mqtt_topic_root), body.encode(),
                                       qos=1, retain=True)

@@ -64,9 +64,11 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                              prefix=settings.redis_prefix, types=["order.paid"])
     trigger_consumer = Consumer(group=devents.PLANNER_GROUP, handler=mark_dirty, db=sessions, redis=redis,
                                 prefix=settings.redis_prefix, types=list(devents.PLANNER_TRIGGERS), batch_size=500)
+    stops_consumer = Consumer(group=devents.STOPS_GROUP, handler=devents.on_stop_event, db=sessions, redis=redis,
+                              prefix=settings.redis_prefix, types=["stop.arriving"])
     lease = planner.Lease(redis, planner.lease_key(settings))
     tasks = [asyncio.create_task(jobs_consumer.run(stop)), asyncio.create_task(trigger_consumer.run(stop)),
-             asyncio.create_task(wake_listener())]
+             asyncio.create_task(stops_consumer.run(stop)), asyncio.create_task(wake_listener())]
 
     async def leader_loop(mqtt_client) -> None:
         last_plan = 0.0

@@ -183,3 +183,29 @@ async def test_going_off_duty_returns_unstarted_jobs_to_the_planner(app, client,
     rows = await pool.fetch("SELECT state, driver_id FROM delivery_jobs WHERE id = ANY($1) AND driver_id IS NULL", ids)
     assert len(rows) >= len(mine)
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE type='driver.off_duty' AND aggregate_id=$1", str(driver.driver_id)) == 1
+
+
+async def test_tracking_stop_arriving_marks_the_job_arriving_once(app, client, redis, plan_settings, depot, make_driver, pool):
+    from core.events import Event
+
+    driver = await make_driver(at=DEPOT)
+    h = await _dispatcher_headers(client, app)
+    r = await client.post("/v1/deliveries", headers={**h, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}, json=delivery_body(60.171, 24.944))
+    job_id, code = r.json()["id"], r.json()["package_code"]
+    await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=h, json={"driver_id": driver.driver_id, "reason": "t"})
+    lease = planner.Lease(redis, planner.lease_key(plan_settings))
+    await lease.acquire_or_renew()
+    result = await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t",
+                                  model=StraightLine())
+    await planner.publish_tasks(result, redis=redis, settings=plan_settings)
+    assert (await client.post("/v1/driver/scans", headers=driver.headers,
+                              json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})).status_code == 200
+    event = Event(event_id=uuid.uuid4(), type="stop.arriving", payload={"driver_id": driver.driver_id, "stop_id": job_id})
+    for _ in range(2):  # a repeated detection changes nothing
+        async with app.state.sessions() as db, db.begin():
+            await devents.on_stop_event(db, event)
+    states = [r["to_state"] for r in await pool.fetch("SELECT to_state FROM job_transitions WHERE job_id=$1 ORDER BY id", uuid.UUID(job_id))]
+    assert states[-2:] == ["out_for_delivery", "arriving"] and states.count("arriving") == 1
+    # The plan projection tracking reads lists the job as the driver's stop.
+    plan = await redis.hget(f"{plan_settings.redis_prefix}tracking:plans", str(driver.driver_id))
+    assert plan is not None and job_id in plan.decode()
