@@ -133,3 +133,45 @@ def test_a_guest_finds_a_product_and_pays_by_card_in_the_browser(shop_server, pa
     assert page.get_by_role("link", name=re.compile(r"Invoice INV-")).is_visible()
     shot(page, "order-paid")
     assert page.errors == []
+
+
+def test_localstripe_signs_and_delivers_the_webhook_that_pays_the_order(shop_server, localstripe_url, settings):
+    """End to end with no shortcut: the order is paid by the webhook localstripe itself signs and sends."""
+    import uuid
+
+    import httpx
+
+    base, shop = shop_server
+    hook_id = f"serena-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(timeout=10) as h:
+        on = h.post(f"{localstripe_url}/_config/webhooks/{hook_id}",
+                    json={"url": f"{base}/v1/payments/stripe/webhook", "secret": settings.stripe_webhook_secret})
+        assert on.status_code == 200
+        try:
+            token = h.post(f"{base}/v1/cart", json={}).json()["token"]
+            h.put(f"{base}/v1/cart/lines/{shop.variant_ids[1]}", json={"quantity": 1}, headers={"X-Cart-Token": token})
+            window = h.post(f"{base}/v1/checkout/quote", json={"lat": shop.lat, "lng": shop.lng}).json()["windows"][0]["start"]
+            pm = h.post(f"{localstripe_url}/v1/payment_methods", headers={"Authorization": "Bearer sk_test_x"},
+                        data={"type": "card", "card[number]": "4000002760003184", "card[exp_month]": "12",
+                              "card[exp_year]": "2034", "card[cvc]": "123"}).json()["id"]
+            order = h.post(f"{base}/v1/checkout", headers={"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())},
+                           json={"email": "w@example.test", "name": "Webhook Test", "address": "Esplanadi 1",
+                                 "lat": shop.lat, "lng": shop.lng, "window_start": window, "payment_method_id": pm}).json()
+            assert order["payment_status"] == "action_required"
+            h.post(f"{localstripe_url}/v1/payment_intents/{order['payment']['provider_ref']}/_authenticate",
+                   data={"client_secret": order["payment"]["client_secret"], "success": "true"},
+                   headers={"Authorization": "Bearer sk_test_x"})
+            deadline = time.monotonic() + 20  # localstripe sends its webhooks about a second after the event
+            while True:
+                view = h.get(f"{base}/v1/track/{order['tracking_token']}").json()
+                if view["payment_status"] == "paid" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        finally:
+            # localstripe cannot delete a webhook: narrow this one to an event that never happens.
+            off = h.post(f"{localstripe_url}/_config/webhooks/{hook_id}",
+                         json={"url": f"{base}/v1/payments/stripe/webhook", "secret": settings.stripe_webhook_secret,
+                               "events": ["never.happens"]})
+            assert off.status_code == 200
+    assert (view["payment_status"], view["delivery_status"]) == ("paid", "awaiting_dispatch")
+    assert any(e["type"] == "paid" and e["data"].get("via") == "webhook" for e in view["timeline"])
