@@ -257,6 +257,8 @@ class Driver:
 
     async def visit(self, stop: dict) -> None:
         sim = self.sim
+        log.debug("driver %s v%s: to %s %s (%s) load=%s", self.id, self.tasks_version, stop.get("kind"), stop.get("job_id"),
+                  stop.get("state"), stop.get("load"))
         await self.drive_to(float(stop["lat"]), float(stop["lng"]))
         t, w = sim.clock.now(), time.time()
         if stop.get("kind") == "depot":
@@ -282,18 +284,7 @@ class Driver:
         absent = bool(order is not None and order.absent[min(attempt, 1)])
         await sim.clock.sleep(dwell * (0.5 if absent else 1.0))
         self.handled[job] = self.tasks_version
-        if absent:
-            lat, lng, _ = self._phone_position()
-            r = await self.session.post(f"/v1/driver/deliveries/{job}/fail", json={"reason": "customer_absent", "lat": lat,
-                                                                                  "lng": lng, "note": "nobody home"})
-            sim.metrics.count(f"fail.{r.status_code}")
-            if r.status_code == 200:
-                body = r.json()
-                sim.truth.write("failed", sim.clock.now(), time.time(), d=self.id, job=job, attempt=attempt + 1,
-                                next=body.get("next", ""))
-                if str(body.get("next", "")).startswith("return"):
-                    self.to_return.add(code)
-            return
+        # At the door: scan the parcel (the platform checks the phone's fix against the drop-off), then knock.
         lat, lng, acc = self._phone_position()
         r = await self.session.post("/v1/driver/scans", json={"kind": "delivery", "code": code, "lat": lat, "lng": lng,
                                                               "accuracy_m": acc})
@@ -305,6 +296,20 @@ class Driver:
         sim.metrics.count(f"scan.delivery.{r.status_code}")
         if r.status_code != 200:
             log.warning("driver %s: delivery scan of %s refused: %s %s", self.id, code, r.status_code, r.text[:200])
+            return
+        if absent:
+            r = await self.session.post(f"/v1/driver/deliveries/{job}/fail", json={"reason": "customer_absent", "lat": lat,
+                                                                                  "lng": lng, "note": "nobody home"})
+            sim.metrics.count(f"fail.{r.status_code}")
+            if r.status_code == 200:
+                body = r.json()
+                sim.truth.write("failed", sim.clock.now(), time.time(), d=self.id, job=job, attempt=attempt + 1,
+                                next=body.get("next", ""))
+                log.debug("driver %s: failed attempt %d on %s: next %r", self.id, attempt + 1, job, body.get("next"))
+                if str(body.get("next", "")).startswith("return"):
+                    self.to_return.add(code)
+            else:
+                log.warning("driver %s: failed attempt on %s refused: %s %s", self.id, job, r.status_code, r.text[:200])
             return
         r = await self.session.post(f"/v1/driver/deliveries/{job}/proof", json={"kind": "signature", "signature_svg": SIGNATURE_SVG})
         sim.metrics.count(f"proof.{r.status_code}")

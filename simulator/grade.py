@@ -22,7 +22,7 @@ from simulator import truth as truth_mod
 
 HORIZONS_MIN = (5, 15, 30)
 TERMINAL_OK = ("delivered",)
-TERMINAL_FAILED = ("returned", "cancelled", "failed")
+TERMINAL_FAILED = ("returned", "cancelled")  # "failed" awaits a re-attempt or its return: still open
 
 
 def pct(values, q) -> float | None:

@@ -39,12 +39,12 @@ class Metrics:
         if key not in self._seen:
             self._seen.add(key)
             self.fixes_sent += 1
-        self._sent_at[(driver_id, round(float(p["ts"]), 3))] = p["sent_at"]
+        self._sent_at[(driver_id, round(float(p["ts"]), 1))] = p["sent_at"]
         if len(self._sent_at) > 200_000:
             self._sent_at.popitem(last=False)
 
     def on_board_position(self, driver_id: int, ts: float, now: float | None = None) -> None:
-        sent = self._sent_at.pop((driver_id, round(float(ts), 3)), None)
+        sent = self._sent_at.pop((driver_id, round(float(ts), 1)), None)
         if sent is not None:
             self.latencies_s.append((now or time.time()) - sent)
 

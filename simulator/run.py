@@ -184,6 +184,7 @@ class Simulation:
                 drng = np.random.default_rng([cfg.seed, 3, a.index])
                 self.drivers.append(Driver(self, a, api.Session(http, a.email, a.password), Phone(model, drng), drng,
                                            factor=float(np.clip(rng.normal(1.0, 0.08), 0.75, 1.25))))
+            log.info("bootstrap done in %.1f s: depot %s, %d drivers", time.time() - wall_start, self.depot["id"], len(accounts))
             self.clock.start()
             tasks = [asyncio.ensure_future(self._start_driver(d, i)) for i, d in enumerate(self.drivers)]
             ticker = asyncio.ensure_future(self._ticker())
@@ -192,7 +193,9 @@ class Simulation:
             watchers: list[asyncio.Future] = []
             try:
                 await self._customers(watchers)
+                log.info("orders placed (%d) at %.1f s", len(self.placed), time.time() - wall_start)
                 await self._drain()
+                log.info("drained at %.1f s", time.time() - wall_start)
             finally:
                 self.drivers_stop.set()
                 done, pending = await asyncio.wait(tasks, timeout=max(30.0, 3 * cfg.load_s / cfg.speedup + 30))
@@ -206,6 +209,7 @@ class Simulation:
                 await asyncio.gather(*watchers, return_exceptions=True)
                 for t in (ticker, monitor, board):
                     t.cancel()
+                log.info("drivers off duty at %.1f s", time.time() - wall_start)
                 platform = await self._platform_report()
             self.truth.close()
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)

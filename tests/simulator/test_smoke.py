@@ -11,17 +11,19 @@ from simulator.run import SimConfig, run
 
 def test_smoke_simulation_delivers_or_explicitly_fails_every_order(platform, tmp_path):
     cfg = SimConfig(base_url=platform.url, admin_email=platform.admin_email, admin_password=platform.admin_password,
-                    admin_totp_secret=platform.admin_totp, city="default", transport="ws", tasks="poll", seed=7,
+                    admin_totp_secret=platform.admin_totp, city="default", transport="ws", tasks="poll", seed=48,  # one customer is out at both attempts: the parcel goes back to the depot
+                    
                     out_dir=tmp_path, progress=False)
     apply_smoke(cfg)
     result = run(cfg)
     g, report = grade.write_all(result)
     print(grade.terminal(g))
+    print(g["counters"])
     o = g["orders"]
     assert o["placed"] == o["book"] > 0, result.placed
     assert o["lost"] == 0 and o["open"] == 0, o
     assert o["delivered"] + o["failed_explicitly"] == o["placed"]
-    assert o["delivered"] > 0
+    assert o["delivered"] == o["placed"] - 1 and o["by_state"].get("returned") == 1
     # The grade saw the drive: true km, fixes sent and accepted, ETAs from task lists.
     assert g["km_driven"] > 0
     assert g["fixes"]["sent"] > 0 and g["fixes"]["accepted_sync"] > 0
