@@ -161,7 +161,8 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
                                  stocked=wanted)
     except delivery.OutsideDeliveryArea:
         raise OutOfStock("not enough stock for this cart at any depot serving the address") from None
-    window = next((w for w in q.windows if w.start == req.window_start.astimezone(UTC)), None)
+    start = req.window_start if req.window_start.tzinfo else req.window_start.replace(tzinfo=UTC)  # naive = UTC
+    window = next((w for w in q.windows if w.start == start.astimezone(UTC)), None)
     if window is None:
         raise ValidationFailed("that delivery window is closed or does not exist; choose one of the open windows")
 
