@@ -12,10 +12,11 @@ noise a parked driver is "inside by more than 15 m" on ~7 % of fixes, so two in 
 row happen every few hundred fixes; requiring the evidence to last 10 s and 3 fixes
 makes it vanishingly rare, at the price of reporting a real entry ~10 s late (its
 event `ts_s` is still the first fix of the evidence, so event time stays right).
-When fixes carry the receiver's speed, a zone change also needs the driver to have
-moved (two fixes in a row at `moving_speed_mps` or more, within `motion_window_s`
-of it): a parked receiver's drift is correlated over tens of seconds and can
-outlast any threshold, its Doppler speed does not. A fix implying more than
+A zone change also needs the driver to have moved within `motion_window_s` of it
+(two moving fixes in a row): a parked receiver's drift is correlated over tens of
+seconds and can outlast any confirmation window. Moving means a reported (Doppler)
+speed of `moving_speed_mps` or more, or without speed, a median position of the last
+few seconds `position_motion_m` away from the one `motion_window_s` earlier. A fix implying more than
 `max_speed_mps` from the last accepted fix is an outlier (the 200 m jumps of urban
 canyons) and is dropped, unless several in a row agree,
 which means the driver really moved (after a tunnel, say). A pass through a zone
@@ -28,6 +29,7 @@ result says so: a late fix must not fire events backwards.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -36,12 +38,20 @@ from geofence.crossing import segment_crossing, segment_length_m
 from geofence.zones import ZoneIndex
 
 _M_PER_DEG_LAT = 111_320.0
+_MEDIAN_SPAN_S = 5.0  # fixes within this many seconds make one robust position
 
 ZONE_ENTERED = "zone.entered"
 ZONE_EXITED = "zone.exited"
 ZONE_DWELL = "zone.dwell"
 STOP_ARRIVING = "stop.arriving"
 STOP_ARRIVED = "stop.arrived"
+
+
+def _median(values: list[float]) -> float:
+    """Median of a handful of numbers (np.median costs ~30 µs of overhead per call)."""
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class TrackerConfig:
     confirm_s: float = 10.0  # ... spanning at least this long
     moving_speed_mps: float = 1.0  # a fix reporting less is "not moving" (Doppler speed) ...
     motion_window_s: float = 30.0  # ... and a zone change needs a moving fix this close to it
+    # Without speed: moving when the median position of the last few seconds is this far
+    # from the one motion_window_s earlier (a parked receiver's drift rarely spans it).
+    position_motion_m: float = 50.0
     dwell_s: float = 300.0  # zone.dwell fires once per visit after this long inside
     max_speed_mps: float = 55.0  # ~200 km/h: a fix implying more is a GPS jump
     max_outliers_in_row: int = 3  # then the driver really moved: accept and re-anchor
@@ -149,6 +162,7 @@ class DriverTracker:
         self._stop: Stop | None = None
         self._last_moving_ts_s: float | None = None
         self._last_fast = True  # no previous fix: let the first fast fix count
+        self._recent: deque[tuple[float, float, float]] = deque()  # (ts_s, lat, lng) of accepted fixes
         self._stop_run = _Run()
         self._stop_arriving = False
         self._stop_arrived = False
@@ -204,6 +218,10 @@ class DriverTracker:
                 crossing_ok = False
         self._outliers_in_row = 0
         self._last = fix
+        self._recent.append((ts_s, lat_deg, lng_deg))
+        horizon = ts_s - self.config.motion_window_s - 2 * _MEDIAN_SPAN_S
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
         fast = self._fast(fix)
         if fast and self._last_fast:
             # Two fast fixes in a row: one Doppler outlier (a still phone reports
@@ -233,6 +251,7 @@ class DriverTracker:
             "outliers_in_row": self._outliers_in_row,
             "last_moving_ts_s": self._last_moving_ts_s,
             "last_fast": self._last_fast,
+            "recent": [list(r) for r in self._recent],
             "evaluated_prev": sorted(self._evaluated_prev),
             "zones": {z: {"inside": s.inside, "run": [s.run.count, s.run.start_ts_s],
                           "entered_ts_s": s.entered_ts_s, "dwell_fired": s.dwell_fired,
@@ -261,6 +280,7 @@ class DriverTracker:
         t._outliers_in_row = state["outliers_in_row"]
         t._last_moving_ts_s = state.get("last_moving_ts_s")
         t._last_fast = state.get("last_fast", True)
+        t._recent = deque(tuple(r) for r in state.get("recent", []))
         t._evaluated_prev = set(state["evaluated_prev"])
         for z, s in state["zones"].items():
             if z in index:
@@ -278,8 +298,20 @@ class DriverTracker:
     # -- zones ------------------------------------------------------------------------
 
     def _fast(self, fix: _Fix) -> bool:
-        """Reported moving, or not known to be still (no speed reported)."""
-        return fix.speed_mps is None or fix.speed_mps >= self.config.moving_speed_mps
+        """Reported moving; without speed, moving by position (or not known to be still)."""
+        if fix.speed_mps is not None:
+            return fix.speed_mps >= self.config.moving_speed_mps
+        now = [(la, ln) for t, la, ln in self._recent if t > fix.ts_s - _MEDIAN_SPAN_S]
+        then_end = fix.ts_s - self.config.motion_window_s
+        then = [(la, ln) for t, la, ln in self._recent if then_end - _MEDIAN_SPAN_S < t <= then_end]
+        if not then or not now:
+            return True  # not enough history to tell: do not block
+        # Medians, not means: one 200 m jump among five fixes must not look like motion.
+        moved_m = segment_length_m(lat1_deg=_median([p[0] for p in then]),
+                                   lng1_deg=_median([p[1] for p in then]),
+                                   lat2_deg=_median([p[0] for p in now]),
+                                   lng2_deg=_median([p[1] for p in now]))
+        return moved_m >= self.config.position_motion_m
 
     def _moved_near(self, ts_s: float) -> bool:
         """Was there a moving fix since motion_window_s before ts_s?

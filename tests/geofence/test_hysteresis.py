@@ -228,3 +228,21 @@ def test_driving_in_and_parking_still_enters_when_speed_is_known(index):
         events += tracker.update(ts_s=float(i), lat_deg=lat, lng_deg=lng, accuracy_m=8.0,
                                  speed_mps=10.0 if x < 0.0 else 0.1).events
     assert [e.kind for e in events if e.zone_id == "zone"] == [ZONE_ENTERED]
+
+
+def test_slow_drift_without_speed_is_held_by_the_position_motion_gate(index):
+    rng = np.random.default_rng(4)
+    e = _drift(rng, 3600, sigma_m=10.0, tau_s=60.0)
+
+    def zone_events(config: TrackerConfig) -> list:
+        tracker = DriverTracker(index=index, config=config)
+        events = []
+        for i in range(3600):
+            lat, lng = _at(200.0 + e[i, 0], e[i, 1])
+            events += tracker.update(ts_s=float(i), lat_deg=lat, lng_deg=lng, accuracy_m=15.0).events
+        # The first motion_window_s have no history to judge motion by; after that,
+        # a receiver whose median position stays put cannot change zones.
+        return [ev for ev in events if ev.zone_id == "zone" and ev.ts_s >= 60.0]
+
+    assert zone_events(TrackerConfig()) == []
+    assert zone_events(TrackerConfig(position_motion_m=0.0)) != []  # the gate is what holds it
