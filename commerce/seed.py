@@ -171,8 +171,9 @@ async def seed(*, dsn: str, products: int = 1000, lat: float = 60.1699, lng: flo
         await conn.execute("ANALYZE products; ANALYZE product_variants; ANALYZE variant_prices; ANALYZE catalog_categories")
         if todo:
             await reindex(dsn)
-        await conn.execute("ANALYZE products; ANALYZE product_variants; ANALYZE stock; ANALYZE product_search; "
-                           "ANALYZE facet_tokens; ANALYZE facet_counts; ANALYZE catalog_words")
+        for table in ("products", "product_variants", "stock", "product_search", "facet_tokens", "facet_counts",
+                      "catalog_words"):
+            await conn.execute(f"VACUUM ANALYZE {table}")  # statistics, visibility map, GIN pending lists
     finally:
         await conn.close()
     return SeedResult(depot_ids, [z[0] for z in zones], n_cats, total, n_variants)

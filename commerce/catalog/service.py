@@ -211,6 +211,11 @@ async def refresh_search_fields(*, db: AsyncSession, product_ids: list[int] | No
         FROM products p WHERE p.published {"AND p.id = ANY(:ids)" if product_ids is not None else ""}
     """), ids)
     await _apply_counts(db, "WHERE s.product_id = ANY(:ids)" if product_ids is not None else "", ids, sign=1)
+    # GIN indexes buffer new entries in a "pending list" that every search then scans linearly
+    # (measured: a 4,000-match word query spent 6-10 ms there after the 100k seed, 0.6 ms after).
+    # Merging it now keeps reads fast; it costs the writer, and catalog writes are rare.
+    await db.execute(text("SELECT gin_clean_pending_list('ix_product_search_search'::regclass), "
+                          "gin_clean_pending_list('ix_product_search_facet_ids'::regclass)"))
     await db.execute(text(f"""
         INSERT INTO catalog_words (word)
         SELECT DISTINCT w FROM products p,
