@@ -430,6 +430,7 @@
     form.querySelector("[data-reassign-code]").textContent = job.package_code;
     form.querySelector("[data-reassign-error]").hidden = true;
     form.hidden = false;
+    form.parentElement.scrollTop = 0; // the form sits at the top of the side panel
     form.querySelector("[data-reassign-driver]").focus();
   }
 
