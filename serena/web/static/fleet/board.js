@@ -376,6 +376,11 @@
     more.textContent = rows.length > JOBS_SHOWN ? (rows.length - JOBS_SHOWN) + " more — narrow the filter" : "";
   }
 
+  // A busy fleet changes jobs every second; refetching the job list that often for every open
+  // board would load the API for nothing a person can read. Changes arriving meanwhile are
+  // merged into the next refresh, at most one every MIN_REFRESH_MS.
+  const MIN_REFRESH_MS = 2000;
+  let lastRefresh = 0;
   const pending = new Set();
   let refreshing = null;
   async function refresh(what) {
@@ -383,6 +388,9 @@
     if (refreshing) return refreshing;
     refreshing = (async function () {
       while (pending.size) {
+        const wait = lastRefresh + MIN_REFRESH_MS - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        lastRefresh = Date.now();
         const now = new Set(pending);
         pending.clear();
         const tasks = [];
