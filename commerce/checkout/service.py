@@ -182,6 +182,11 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
     if req.coupon:
         applied = await promotions.evaluate(db=db, code=req.coupon, currency=cart.currency, goods_total=goods, now=now,
                                             customer_key=customer_key)
+    else:
+        # No coupon: the best automatic promotion applies (one promotion per order, never stacked).
+        applied = await promotions.best_automatic(db=db, currency=cart.currency, goods_total=goods, delivery_fee=q.fee,
+                                                  now=now, customer_key=customer_key)
+    if applied:
         coupon_discount, free_delivery = applied.discount, applied.free_delivery
     if req.user_id is not None:
         tier = await loyalty.status(db=db, settings=settings, user_id=req.user_id, now=now)

@@ -63,6 +63,12 @@ async def evaluate(*, db: AsyncSession, code: str, currency: str, goods_total: D
     promo = (await db.execute(select(Promotion).where(Promotion.code == code.strip().upper()))).scalar_one_or_none()
     if promo is None or not promo.active:
         raise CouponRefused(f"coupon {code!r} is not valid")
+    return await _evaluate(db, promo, currency=currency, goods_total=goods_total, now=now, customer_key=customer_key)
+
+
+async def _evaluate(db: AsyncSession, promo: Promotion, *, currency: str, goods_total: Decimal, now: datetime,
+                    customer_key: str) -> Applied:
+    code = promo.code or promo.name
     if promo.starts_at and now < promo.starts_at:
         raise CouponRefused(f"coupon {code!r} is not valid yet")
     if promo.ends_at and now >= promo.ends_at:
@@ -84,6 +90,26 @@ async def evaluate(*, db: AsyncSession, code: str, currency: str, goods_total: D
     return Applied(promotion=promo, discount=discount, free_delivery=promo.kind == "free_delivery")
 
 
+async def best_automatic(*, db: AsyncSession, currency: str, goods_total: Decimal, delivery_fee: Decimal, now: datetime,
+                         customer_key: str) -> Applied | None:
+    """The automatic promotion (no code) worth most to this basket right now, if any applies."""
+    candidates = (await db.execute(select(Promotion).where(
+        Promotion.code.is_(None), Promotion.active,
+        (Promotion.starts_at.is_(None)) | (Promotion.starts_at <= now),
+        (Promotion.ends_at.is_(None)) | (Promotion.ends_at > now)).order_by(Promotion.id))).scalars().all()
+    best: tuple[Decimal, Applied] | None = None
+    for promo in candidates:
+        try:
+            applied = await _evaluate(db, promo, currency=currency, goods_total=goods_total, now=now,
+                                      customer_key=customer_key)
+        except CouponRefused:
+            continue
+        worth = applied.discount + (delivery_fee if applied.free_delivery else Decimal("0"))
+        if worth > 0 and (best is None or worth > best[0]):
+            best = (worth, applied)
+    return best[1] if best else None
+
+
 async def _used_by(db: AsyncSession, promotion_id: int, customer_key: str) -> int:
     return (await db.execute(select(func.count()).select_from(Redemption).where(
         Redemption.promotion_id == promotion_id, Redemption.customer_key == customer_key,
@@ -101,13 +127,13 @@ async def redeem(*, db: AsyncSession, applied: Applied, order_id, customer_key: 
     if promo.per_customer_cap is not None:
         await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(promo.id, customer_key)})
         if await _used_by(db, promo.id, customer_key) >= promo.per_customer_cap:
-            raise CouponRefused(f"you have already used coupon {promo.code!r}")
+            raise CouponRefused(f"you have already used {promo.code or promo.name!r}")
     taken = (await db.execute(
         update(Promotion).where(Promotion.id == promo.id,
                                 (Promotion.global_cap.is_(None)) | (Promotion.redemptions < Promotion.global_cap))
         .values(redemptions=Promotion.redemptions + 1).returning(Promotion.id))).first()
     if taken is None:
-        raise CouponRefused(f"coupon {promo.code!r} has been used up")
+        raise CouponRefused(f"{promo.code or promo.name!r} has been used up")
     red = Redemption(promotion_id=promo.id, order_id=order_id, customer_key=customer_key, amount=applied.discount)
     db.add(red)
     await db.flush()

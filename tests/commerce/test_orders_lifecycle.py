@@ -255,3 +255,48 @@ async def test_an_abandoned_3ds_payment_expires_and_gives_the_stock_back(shop_ap
     view = (await client.get(f"/v1/track/{order['tracking_token']}")).json()
     assert (view["status"], view["payment_status"]) == ("cancelled", "voided")
     assert (await client.get(f"/v1/catalog/products/{shop.slug}")).json()["variants"][0]["in_stock"] == 10
+
+
+async def test_the_best_automatic_promotion_applies_without_a_code(shop_app, client, shop, sessions):
+    # SEK baskets only (with a minimum spend), so checkouts of other tests in EUR are not affected.
+    campaign = f"sek-{uuid.uuid4().hex[:6]}"
+    async with sessions() as db, db.begin():
+        await promotions.create(db=db, name="Free delivery in SEK", kind="free_delivery", currency="SEK",
+                                min_spend=Decimal("200"), campaign_id=campaign, ends_at=datetime.now(UTC) + timedelta(minutes=10))
+        await promotions.create(db=db, name="1 % off in SEK", kind="percentage", value=Decimal("1"), currency="SEK",
+                                min_spend=Decimal("200"), campaign_id="small", ends_at=datetime.now(UTC) + timedelta(minutes=10))
+    token = (await client.post("/v1/cart", json={"currency": "SEK"})).json()["token"]
+    await client.put(f"/v1/cart/lines/{shop.variant_ids[0]}", json={"quantity": 1}, headers={"X-Cart-Token": token})
+    body = checkout_body(shop, await first_window(client, shop), payment_method="cash_on_delivery")
+    resp = await client.post("/v1/checkout", json=body, headers={"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())})
+    assert resp.status_code == 201, resp.text
+    order = resp.json()
+    # Free delivery is worth more than 1 % of 279 SEK (2.79), so it wins; promotions never stack.
+    assert (order["currency"], order["delivery_fee"], order["discount_total"], order["total"]) == ("SEK", "0.00", "0.00", "279.00")
+    async with sessions() as db:
+        got = (await db.execute(text("SELECT campaign_id FROM orders WHERE id = :id"), {"id": order["id"]})).scalar_one()
+    assert got == campaign
+
+
+async def test_an_exchange_restocks_the_return_reserves_the_replacement_and_ships_it(shop_app, client, shop, make_account,
+                                                                                    localstripe_url, settings, sessions):
+    customer = await make_account(Role.CUSTOMER)
+    support = await make_account(Role.SUPPORT)
+    order = await customer_order(client, shop, customer, localstripe_url, quantity=1)
+    await deliver(shop_app, settings, order["id"])
+    ret = await client.post(f"/v1/orders/{order['id']}/returns", headers=customer.headers, json={
+        "kind": "exchange", "reason": "wrong size",
+        "items": [{"line_id": order["lines"][0]["id"], "quantity": 1, "exchange_variant_id": shop.variant_ids[1]}]})
+    assert ret.status_code == 201, ret.text
+    for step in ("approved", "received"):
+        r = await client.post(f"/v1/staff/returns/{ret.json()['id']}", json={"to": step}, headers=support.headers)
+        assert r.status_code == 200, r.text
+    assert r.json()["status"] == "exchanged"
+    stock = {v["id"]: v["in_stock"] for v in (await client.get(f"/v1/catalog/products/{shop.slug}")).json()["variants"]}
+    assert stock == {shop.variant_ids[0]: 10, shop.variant_ids[1]: 9}
+    async with sessions() as db:
+        payload = (await db.execute(text("SELECT payload FROM outbox WHERE type = 'order.exchange' AND aggregate_id = :id"),
+                                    {"id": order["id"]})).scalar_one()
+    assert payload["order_id"] == order["id"] and payload["lines"][0]["exchange_variant_id"] == shop.variant_ids[1]
+    view = (await client.get(f"/v1/orders/{order['id']}", headers=customer.headers)).json()
+    assert view["payment_status"] == "paid"  # nothing refunded for an exchange
