@@ -366,13 +366,16 @@ def watcher_proc(url_base: str, tokens: list[str], out: mp.Queue, ready: mp.Even
         lat: list[float] = []
         conns = []
         failed = 0
+        why: dict[str, int] = {}
 
         async def one(tok):
             nonlocal failed
             try:
                 ws = await websockets.connect(f"{url_base}/ws/track/{tok}", open_timeout=600, max_queue=64)
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 failed += 1
+                key = f"{type(exc).__name__}: {str(exc)[:80]}"
+                why[key] = why.get(key, 0) + 1
                 return
             conns.append(ws)
             try:
@@ -394,7 +397,7 @@ def watcher_proc(url_base: str, tokens: list[str], out: mp.Queue, ready: mp.Even
             await asyncio.sleep(0.1)
         # Report first, then drop the sockets with the process: 5,000 closing handshakes on a busy
         # machine take minutes and measure nothing.
-        out.put({"lat": lat, "connected": len(conns), "failed": failed})
+        out.put({"lat": lat, "connected": len(conns), "failed": failed, "why": why})
         out.close()
         out.join_thread()
         os._exit(0)
@@ -464,6 +467,7 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
             p.join(10)
         lat = [x for rr in res for x in rr["lat"]]
         return {"watchers_connected": sum(rr["connected"] for rr in res), "watchers_failed": sum(rr["failed"] for rr in res),
+                "watcher_failures": {k: v for rr in res for k, v in rr["why"].items()},
                 "offered_pings_per_s": rate, "achieved_publish_per_s": round(pub["ok"] / max(1e-9, pub["t_sent"] - pub["t0"])),
                 "messages_to_customers": len(lat),
                 "publish_to_stored_ms": {"p50": _ms(pct(stored_lat, 50)), "p99": _ms(pct(stored_lat, 99)),
@@ -520,12 +524,14 @@ async def main(args, base: Settings, dsn: str) -> dict:
                                                          "batch_max", "batch_wait_ms", "watchers", "customer_rate")}}
     ingest = []
     try:
-        out["raw_baseline"] = await asyncio.to_thread(raw_baseline, s, drivers, args.messages, args.publishers, args.replicas)
-        print("raw baseline:", json.dumps(out["raw_baseline"]), file=sys.stderr, flush=True)
+        if args.messages:
+            out["raw_baseline"] = await asyncio.to_thread(raw_baseline, s, drivers, args.messages, args.publishers, args.replicas)
+            print("raw baseline:", json.dumps(out["raw_baseline"]), file=sys.stderr, flush=True)
         ingest = start_ingest(s, args.replicas)
-        out["full_pipeline"] = await full_pipeline(s, drivers, args.messages, args.publishers, seq0=1_000_000)
-        out["full_over_raw"] = round(out["full_pipeline"]["pings_per_s"] / out["raw_baseline"]["msgs_per_s"], 3)
-        print("full pipeline:", json.dumps(out["full_pipeline"]), file=sys.stderr, flush=True)
+        if args.messages:
+            out["full_pipeline"] = await full_pipeline(s, drivers, args.messages, args.publishers, seq0=1_000_000)
+            out["full_over_raw"] = round(out["full_pipeline"]["pings_per_s"] / out["raw_baseline"]["msgs_per_s"], 3)
+            print("full pipeline:", json.dumps(out["full_pipeline"]), file=sys.stderr, flush=True)
         if args.watchers:
             cust_drivers = drivers[: max(1, args.watchers // 2)]
             out["customer_push"] = await customer_push(s, cust_drivers, args.watchers, args.customer_rate,
@@ -543,6 +549,10 @@ async def main(args, base: Settings, dsn: str) -> dict:
 
 
 def _print(o: dict) -> None:
+    if "raw_baseline" not in o:
+        o = {**o, "raw_baseline": {"msgs_per_s": 0, "received": 0, "published_ok": 0},
+             "full_pipeline": {"pings_per_s": 0, "lost": 0, "duplicated_rows": 0, "redeliveries_absorbed": 0,
+                               "publish_to_stored_ms": {"p50": None, "p99": None}}, "full_over_raw": 0}
     raw, full = o["raw_baseline"], o["full_pipeline"]
     print(f"raw baseline     {raw['msgs_per_s']:>9.0f} msgs/s   ({raw['received']} of {raw['published_ok']} received)")
     print(f"full pipeline    {full['pings_per_s']:>9.0f} pings/s  lost {full['lost']}  duplicated {full['duplicated_rows']}"
@@ -559,7 +569,7 @@ def _print(o: dict) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=int, default=60_000)
+    ap.add_argument("--messages", type=int, default=60_000, help="per throughput phase (0 = customer phase only)")
     ap.add_argument("--drivers", type=int, default=2_000)
     ap.add_argument("--replicas", type=int, default=2, help="ingest processes (and raw subscribers)")
     ap.add_argument("--connections", type=int, default=2, help="MQTT connections per ingest process")

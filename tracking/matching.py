@@ -98,7 +98,7 @@ class Matcher:
     # offline 95-97 % of fixes on the true street piece in Monaco, Heidelberg and Porto.
     def __init__(self, g, *, sigma_m: float = 10.0, beta_m: float = 20.0, radius_m: float = 40.0,
                  max_candidates: int = 4, max_drivers: int = 200_000, back_m: float | None = 2.0,
-                 beta_speed_m: float = 3.0, step_m: float = 4.0, route_bonus: float = 1.0) -> None:
+                 beta_speed_m: float = 3.0, step_m: float = 4.0, route_bonus: float = 1.5) -> None:
         from routing import snap
 
         self.g = g

@@ -25,6 +25,11 @@ def heidelberg():
     return graph.load(src, progress=False)
 
 
+@pytest.fixture(scope="module")
+def traces(heidelberg):
+    return simulate(heidelberg, np.random.default_rng(7), 10)
+
+
 def simulate(g, rng, n_routes: int):
     """Drives along fastest paths between random nodes at 10 m/s, one fix per second: (noisy lat, lng, speed, true edge)."""
     from routing import paths
@@ -67,9 +72,8 @@ def on_true_street(g, matched: np.ndarray, true: np.ndarray) -> np.ndarray:
     return (matched == true) | ((g.twin[true] >= 0) & (matched == g.twin[true]))
 
 
-def test_at_least_95_percent_of_noisy_fixes_land_on_the_true_edge(heidelberg):
+def test_at_least_95_percent_of_noisy_fixes_land_on_the_true_edge(heidelberg, traces):
     g = heidelberg
-    traces = simulate(g, np.random.default_rng(7), 10)
     m = Matcher(g)
     hits = total = nearest_hits = online_hits = 0
     from routing import snap
@@ -88,6 +92,27 @@ def test_at_least_95_percent_of_noisy_fixes_land_on_the_true_edge(heidelberg):
     assert hits / total >= 0.95, f"offline Viterbi {hits / total:.3f}"
     assert online_hits / total >= 0.90, f"online {online_hits / total:.3f}"  # no look-ahead: decided when the fix arrives
     assert nearest_hits / total < hits / total - 0.05  # the HMM is what earns it
+
+
+def test_route_context_lifts_online_matching_and_a_wrong_plan_does_not_mislead_it(heidelberg, traces):
+    g = heidelberg
+    on_plan, off_plan, total = 0, 0, 0
+    for mode in ("on", "off"):
+        m = Matcher(g)
+        for i, (lat, lng, speed, true) in enumerate(traces):
+            planned = true if mode == "on" else traces[(i + 1) % len(traces)][3]  # off: another route entirely
+            m.set_route(i, np.unique(planned))
+            fixes = [Fix(i, k, 1000.0 + k, lat[k], lng[k], NOISE_M, speed[k], None, 0.0) for k in range(len(lat))]
+            for f in fixes:
+                m.match_online([f])
+            hits = on_true_street(g, np.array([f.edge for f in fixes]), true).sum()
+            if mode == "on":
+                on_plan += hits
+                total += len(true)
+            else:
+                off_plan += hits
+    assert on_plan / total >= 0.94, f"on plan {on_plan / total:.3f}"  # 92.4 % without the plan (test above)
+    assert off_plan / total >= 0.90, f"off plan {off_plan / total:.3f}"
 
 
 async def test_the_pipeline_stores_the_matched_edge(heidelberg, tsettings, pool, redis, new_driver_id):
