@@ -132,3 +132,33 @@ try:
 except ModuleNotFoundError as exc:
     if exc.name != "serena.commands.route_solve":
         raise
+
+
+@app.command("plan-map")
+def plan_map(
+    source: str = typer.Argument("default", help="OSM file, graph dir, or 'default' (bundled Helsinki)"),
+    deliveries: int = typer.Option(200, min=1, max=5000),
+    vans: int = typer.Option(20, min=1, max=500),
+    time_limit: float = typer.Option(10.0, "--time-limit", min=0.01, help="solver budget, seconds"),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("routes.png"), help="PNG to write"),
+) -> None:
+    """Solve a seeded delivery day on real roads and draw the routes over the road network."""
+    from routing import graph as graphmod
+    from routing import plot, scenario, vrp
+
+    try:
+        g = graphmod.default_city() if source == "default" else graphmod.load(source)
+        sc = scenario.delivery_day(g, deliveries=deliveries, vans=vans, seed=seed)
+        solution = vrp.solve(sc.problem, time_limit_s=time_limit)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    routes = [(r.vehicle_id, [int(v.job_id[1:]) for v in r.visits]) for r in solution.routes if r.visits]
+    title = (f"{deliveries} deliveries, {solution.vehicles_used} of {vans} vans, {solution.distance_m / 1000:.0f} km on roads, "
+             f"{len(solution.unassigned)} unassigned ({solution.engine}, {solution.wall_time_s:.1f} s)")
+    plot.draw_plan(g, depot=sc.depot, stops_latlng=sc.stops_latlng, routes=routes, out=out, title=title)
+    typer.echo(title)
+    for u in solution.unassigned:
+        typer.echo(f"unassigned {u.job_id}: {u.reason}")
+    typer.echo(f"wrote {out}")
