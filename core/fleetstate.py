@@ -5,6 +5,7 @@ kernel. Tracking owns the live-position writes (`tracking.live`); dispatch owns 
 writes; each reads the other's through these functions.
 
     {prefix}tracking:live          hash  driver_id -> JSON {lat, lng, ts, ...} (latest accepted fix)
+    {prefix}tracking:live:ts       hash  driver_id -> that fix's event time (epoch s): cheap change detection
     {prefix}tracking:plans         hash  driver_id -> JSON {"version": int, "stops": [stop, ...]}
     {prefix}tracking:order_driver  hash  order_id  -> driver_id
 
@@ -22,6 +23,10 @@ import redis.asyncio as aioredis
 
 def live_key(prefix: str) -> str:
     return prefix + "tracking:live"
+
+
+def live_ts_key(prefix: str) -> str:
+    return prefix + "tracking:live:ts"
 
 
 def plans_key(prefix: str) -> str:

@@ -49,6 +49,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from core import fleetstate
+
 log = logging.getLogger("serena.dispatch.feed")
 
 EVENTS_CHANNEL = "fleet:events"  # under settings.redis_prefix; any JSON body, e.g. {"what": "exceptions"}
@@ -170,14 +172,12 @@ class FleetFeed:
 
     def __init__(self, *, redis: aioredis.Redis, prefix: str, pool: Any = None, interval_s: float = 1.0,
                  check_every_s: float = 3.0, clock: Callable[[], float] = time.time) -> None:
-        # Imported here, as dispatch.planner does: tracking owns the live-state layout, and dispatch
-        # only reads it (ARCHITECTURE.md keeps dispatch's imports to core/routing/geofence otherwise).
-        from tracking import live
-
+        # The live-state layout is the kernel's contract (core.fleetstate): tracking writes it,
+        # dispatch reads it, neither imports the other (ARCHITECTURE.md).
         self.redis, self.prefix, self.pool = redis, prefix, pool
         self.interval_s, self.check_every_s, self.clock = interval_s, check_every_s, clock
-        self.keys = live.Keys(prefix)
-        self.live = live.LiveState(redis, prefix)
+        self.live_key = fleetstate.live_key(prefix)
+        self.live_ts_key = fleetstate.live_ts_key(prefix)
         self.positions = Positions()
         self.watchers: set[Watcher] = set()
         self.seq = 0
@@ -241,7 +241,7 @@ class FleetFeed:
     async def read_live(self) -> list[dict]:
         """Fixes of the drivers whose event time changed since the previous read (two Redis calls)."""
         self.reads += 1
-        stamps: dict[bytes, bytes] = await self.redis.hgetall(self.keys.live_ts)
+        stamps: dict[bytes, bytes] = await self.redis.hgetall(self.live_ts_key)
         if len(stamps) < len(self._known_ts):
             gone = [d for d in self._known_ts if d not in stamps]
             for d in gone:
@@ -250,7 +250,7 @@ class FleetFeed:
         changed = [d for d, ts in stamps.items() if self._known_ts.get(d) != ts]
         if not changed:
             return []
-        values = await self.redis.hmget(self.keys.live, changed)
+        values = await self.redis.hmget(self.live_key, changed)
         rows = []
         for d, v in zip(changed, values, strict=True):
             if v is not None:
