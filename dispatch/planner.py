@@ -243,9 +243,10 @@ def previous_solution(problem: Problem, snap: Snapshot) -> Solution | None:
             seqs.setdefault(str(job.driver_id), []).append((job.sequence, str(job.id)))
     if not seqs:
         return None
-    routes = {v: [jid for _, jid in sorted(items)] for v, items in seqs.items()}
-    prefixes = {v.id: [r.job_id for r in v.fixed_prefix] for v in problem.vehicles}
-    routes = {v: prefixes.get(v, []) + [j for j in r if j not in prefixes.get(v, [])] for v, r in routes.items()}
+    # Fixed prefixes (on-board stops, the reload) are the engine's business: it folds them into
+    # the van's start, so the warm start lists only the free part of each route.
+    prefixed = {r.job_id for v in problem.vehicles for r in v.fixed_prefix}
+    routes = {v: [jid for _, jid in sorted(items) if jid not in prefixed] for v, items in seqs.items()}
     try:
         return vrp.solve_sequences(problem, routes=routes)
     except Exception as exc:  # an old plan that no longer fits (capacity, shift) is just not a warm start
