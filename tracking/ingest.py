@@ -392,7 +392,7 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
     pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
     r = aioredis.from_url(settings.redis_url)
     stages: list[Stage] = []
-    matcher = matching.from_settings(settings)
+    matcher = matching.from_settings(settings, redis=r)
     if matcher is not None:
         stages.append(matcher)
     stages += default_stages(settings=settings, pool=pool, redis=r)

@@ -280,7 +280,54 @@ class Matcher:
         return []
 
 
-def from_settings(settings: Settings) -> Matcher | None:
+class RouteContextStage:
+    """Pipeline stage: online matching with each driver's planned path to its next stop as the route context.
+
+    The path is computed with `routing.paths.route` from the driver's position when its next
+    planned stop changes (a few ms, once per stop), and kept until then; a driver who leaves
+    it is matched on the evidence (the prior is weak by design).
+    """
+
+    def __init__(self, matcher: Matcher, *, redis, prefix: str) -> None:
+        from tracking import eta, live
+
+        self.matcher = matcher
+        self.live = live.LiveState(redis, prefix)
+        self.plans_key = eta.Keys(prefix).plans
+        self.route_for: dict[int, str | None] = {}  # driver -> stop id its route context leads to
+
+    async def __call__(self, fixes: list[Fix]) -> list:
+        import orjson
+
+        from routing import paths
+
+        first: dict[int, Fix] = {}
+        for f in fixes:
+            if not f.late and (f.driver_id not in first or f.ts < first[f.driver_id].ts):
+                first[f.driver_id] = f
+        if first:
+            drivers = list(first)
+            for d, raw in zip(drivers, await self.live.hmget(self.plans_key, drivers), strict=True):
+                stop = None
+                if raw:
+                    stop = next((s for s in orjson.loads(raw)["stops"] if s.get("status", "pending") == "pending"), None)
+                stop_id = str(stop["stop_id"]) if stop else None
+                if self.route_for.get(d, "") == stop_id:
+                    continue
+                self.route_for[d] = stop_id
+                edges = None
+                if stop is not None:
+                    try:
+                        path = paths.route(self.matcher.g, (first[d].lat, first[d].lng), (float(stop["lat"]), float(stop["lng"])))
+                        edges = path.edges
+                    except Exception as exc:  # noqa: BLE001 - no route context is a degraded mode, not an error
+                        log.debug("no route context for driver %s: %s", d, exc)
+                self.matcher.set_route(d, edges)
+        self.matcher.match_online(fixes)
+        return []
+
+
+def from_settings(settings: Settings, *, redis=None) -> Matcher | RouteContextStage | None:
     """The matcher for settings.tracking_graph (an OSM file or graph directory), or None when unset.
 
     Without a graph the pipeline stores fixes unmatched (edge NULL) and ETAs use the
@@ -292,4 +339,5 @@ def from_settings(settings: Settings) -> Matcher | None:
 
     g = graph.load(settings.tracking_graph, progress=False)
     log.info("map matching on %s (%d edges)", settings.tracking_graph, g.n_edges)
-    return Matcher(g)
+    matcher = Matcher(g)
+    return RouteContextStage(matcher, redis=redis, prefix=settings.redis_prefix) if redis is not None else matcher

@@ -115,14 +115,21 @@ def test_route_context_lifts_online_matching_and_a_wrong_plan_does_not_mislead_i
     assert off_plan / total >= 0.90, f"off plan {off_plan / total:.3f}"
 
 
-async def test_the_pipeline_stores_the_matched_edge(heidelberg, tsettings, pool, redis, new_driver_id):
+async def test_the_pipeline_stores_the_matched_edge_with_the_plan_as_route_context(heidelberg, tsettings, pool, redis,
+                                                                                   new_driver_id):
     from tests.tracking.conftest import inbound, ping
+    from tracking import eta
     from tracking.ingest import Pipeline
+    from tracking.matching import RouteContextStage
 
     g = heidelberg
     lat, lng, speed, true = simulate(g, np.random.default_rng(3), 1)[0]
     d = new_driver_id()
-    pipe = Pipeline(settings=tsettings, pool=pool, redis=redis, stages=[Matcher(g)])
+    end = int(g.head[true[-1]])
+    await eta.write_plan(redis, prefix=tsettings.redis_prefix, driver_id=d,
+                         stops=[{"stop_id": f"s-{d}", "order_id": f"o-{d}", "lat": float(g.lat[end]), "lng": float(g.lng[end])}])
+    stage = RouteContextStage(Matcher(g), redis=redis, prefix=tsettings.redis_prefix)
+    pipe = Pipeline(settings=tsettings, pool=pool, redis=redis, stages=[stage])
     t0 = time.time() - len(lat)
     for k in range(len(lat)):
         await pipe.process([inbound(ping(d, k, ts=t0 + k, lat=float(lat[k]), lng=float(lng[k]), speed_mps=float(speed[k])))])
@@ -132,3 +139,4 @@ async def test_the_pipeline_stores_the_matched_edge(heidelberg, tsettings, pool,
     assert on_true_street(g, edges, true).mean() >= 0.85
     live = await pipe.live.get([d])
     assert live[d]["edge"] == rows[-1]["edge"]
+    assert stage.route_for[d] == f"s-{d}" and d in stage.matcher.routes  # the plan's path is the route context
