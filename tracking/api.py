@@ -249,7 +249,13 @@ def customer_view(update: dict, *, order_id: str, exact_within: int, delivered: 
         out["stops_before"] = mine["index"]
     if "lat" in update and status not in ("delivered",):
         exact = mine is not None and mine["index"] < exact_within
-        lat, lng = (update["lat"], update["lng"]) if exact else eta.coarse(update["lat"], update["lng"])
+        if exact:
+            lat, lng = update["lat"], update["lng"]
+        else:
+            # One H3 lookup per update, not per watcher: the fan-out hands the same dict to all of them.
+            if "_coarse" not in update:
+                update["_coarse"] = eta.coarse(update["lat"], update["lng"])
+            lat, lng = update["_coarse"]
         out["position"] = {"lat": lat, "lng": lng, "exact": exact, "ts": update.get("ts"),
                            "heading_deg": update.get("heading_deg") if exact else None,
                            "speed_mps": update.get("speed_mps") if exact else None}

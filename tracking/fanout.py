@@ -67,7 +67,7 @@ class Fanout:
                     await self.pubsub.subscribe(*(self.keys.driver(d) for d in self.watchers), self.keys.fleet + ":noop")
 
     async def watch(self, driver_id: int) -> asyncio.Queue:
-        """A queue receiving the updates (parsed dicts, shared: do not mutate) of `driver_id` until `unwatch`."""
+        """A queue receiving the updates (parsed dicts shared by all watchers: add only derived `_` keys) of `driver_id`."""
         q: asyncio.Queue = asyncio.Queue(QUEUE_MAX)
         async with self._lock:
             await self._ensure()
