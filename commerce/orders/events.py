@@ -8,10 +8,13 @@ Publishes (through the outbox, in the transaction of the change):
 - `order.refunded`: money went back (amount, currency, reason).
 - `order.exchange`: a replacement delivery for an exchange (same shape as order.paid + lines).
 
-Consumes `delivery.completed` (cash settled by the driver's scan, loyalty credit) and
-`delivery.failed` (refund the card, release the stock), and `delivery.picked_up` (no more
-cancelling). Dispatch names the order in `order_id` (our id, from the order.paid payload;
-`reference` with the order number is accepted as a fallback). The consumer group
+Consumes `delivery.completed` (cash settled by the driver's scan, loyalty credit),
+`delivery.failed` (an attempt failed: shown to the customer, nothing refunded — dispatch's
+lifecycle lets a failed job be attempted again and delivered), `delivery.returned` (given up,
+parcel back at the depot: card refunded, stock back, order cancelled) and
+`delivery.picked_up` (no more cancelling). The order is found by `order_id`, or by
+dispatch's `idempotency_key` ("order:<order id>"), or by the order number in `order_number`
+/ `reference`. The consumer group
 "commerce" records each event id in processed_events in the same transaction as its
 effect, so a redelivered event does nothing twice.
 """
@@ -33,11 +36,14 @@ from core.events import Event
 from core.settings import Settings
 
 GROUP = "commerce"
-CONSUMES = ("delivery.completed", "delivery.failed", "delivery.picked_up")
+CONSUMES = ("delivery.completed", "delivery.failed", "delivery.returned", "delivery.picked_up")
 
 
 async def _order_for(db: AsyncSession, payload: dict[str, Any]) -> Order | None:
     ref = payload.get("order_id")
+    key = str(payload.get("idempotency_key") or "")
+    if not ref and key.startswith("order:"):
+        ref = key.removeprefix("order:")
     if ref:
         try:
             return await orders.get(db=db, order_id=uuid.UUID(str(ref)), lock=True)
@@ -61,8 +67,12 @@ def make_handler(*, settings: Settings, provider: PaymentProvider):
             await orders.delivery_completed(db=db, settings=settings, order=order, now=now,
                                             cash_collected=bool(event.payload.get("cash_collected", True)))
         elif event.type == "delivery.failed":
-            await orders.delivery_failed(db=db, provider=provider, order=order,
-                                         reason=str(event.payload.get("reason", "delivery failed")))
+            attempts = event.payload.get("attempts")
+            await orders.delivery_attempt_failed(db=db, order=order, reason=str(event.payload.get("reason") or ""),
+                                                 attempts=int(attempts) if isinstance(attempts, int) else None)
+        elif event.type == "delivery.returned":
+            await orders.delivery_returned(db=db, provider=provider, order=order,
+                                           reason=str(event.payload.get("reason") or ""))
         elif event.type == "delivery.picked_up" and order.delivery_status == DeliveryStatus.AWAITING_DISPATCH:
             order.delivery_status = DeliveryStatus.OUT_FOR_DELIVERY
             await orders.add_event(db, order.id, "picked_up", "Out for delivery")

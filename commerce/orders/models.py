@@ -46,7 +46,8 @@ class DeliveryStatus(StrEnum):
     AWAITING_DISPATCH = "awaiting_dispatch"  # order.paid emitted; dispatch owns it now
     OUT_FOR_DELIVERY = "out_for_delivery"  # picked up at the depot (delivery.picked_up heard): no more cancelling
     DELIVERED = "delivered"  # delivery.completed heard
-    FAILED = "failed"  # delivery.failed heard
+    FAILED = "failed"  # an attempt failed (delivery.failed); dispatch may try again
+    RETURNED = "returned"  # given up: the parcel went back to the depot (delivery.returned); refunded, restocked
     CANCELLED = "cancelled"  # never going out
 
 

@@ -111,6 +111,13 @@ async def order_paid_payload(*, db: AsyncSession, order: Order) -> dict[str, Any
         "pickup_depot_id": order.depot_id,
         "payment": {"method": order.payment_method, "collect": str(collect), "currency": order.currency},
         "tracking_token": order.tracking_token,
+        # Flat aliases of contact, window and pickup_depot_id, for consumers that read these names
+        # (dispatch's order.paid parser does); same values, same meaning.
+        "recipient_name": order.contact_name,
+        "recipient_phone": order.phone,
+        "window_start": order.window_start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "window_end": order.window_end.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "depot_id": order.depot_id,
     }
 
 
@@ -325,21 +332,30 @@ async def delivery_completed(*, db: AsyncSession, settings, order: Order, now: d
             await add_event(db, order.id, "points_earned", f"{points} loyalty points", points=points)
 
 
-async def delivery_failed(*, db: AsyncSession, provider: PaymentProvider, order: Order, reason: str) -> None:
-    """Delivery failed for good: refund what was charged (card), nothing to collect (cash), stock back."""
-    if order.delivery_status in (DeliveryStatus.FAILED, DeliveryStatus.DELIVERED):
+async def delivery_attempt_failed(*, db: AsyncSession, order: Order, reason: str, attempts: int | None = None) -> None:
+    """An attempt failed (nobody home, …): the customer sees it; dispatch may still deliver, so nothing is refunded yet."""
+    if order.delivery_status in (DeliveryStatus.DELIVERED, DeliveryStatus.RETURNED):
         return
     order.delivery_status = DeliveryStatus.FAILED
+    await add_event(db, order.id, "delivery_attempt_failed", reason or "Delivery attempt failed",
+                    **({"attempts": attempts} if attempts is not None else {}))
+
+
+async def delivery_returned(*, db: AsyncSession, provider: PaymentProvider, order: Order, reason: str) -> None:
+    """Delivery given up and the parcel is back at the depot: refund what was charged, restock, cancel."""
+    if order.delivery_status in (DeliveryStatus.RETURNED, DeliveryStatus.DELIVERED):
+        return
+    order.delivery_status = DeliveryStatus.RETURNED
     tx = await transaction_for(db=db, order_id=order.id)
     if tx is not None and tx.charged > tx.refunded:
         await refund(db=db, provider=provider, order=order, amount=None, reason="delivery_failed",
                      key=f"delivery-failed:{order.id}")
     elif order.payment_status == PaymentStatus.PENDING:
-        order.payment_status = PaymentStatus.VOIDED
+        order.payment_status = PaymentStatus.VOIDED  # cash never collected
     order.status = OrderStatus.CANCELLED
     order.cancelled_at = datetime.now(UTC)
     await release(db=db, order=order)
-    await add_event(db, order.id, "delivery_failed", reason or "Delivery failed")
+    await add_event(db, order.id, "delivery_returned", reason or "Not delivered; back at the depot")
 
 
 # --- returns and exchanges -----------------------------------------------------------------

@@ -71,6 +71,16 @@ async def test_guest_finds_a_product_pays_by_card_and_order_paid_reaches_the_str
     assert payload["pickup_depot_id"] == shop.depot_id
     assert payload["skills"] == [] and payload["priority"] == 0
     assert payload["payment"] == {"method": "card", "collect": "0", "currency": "EUR"}
+    # the flat aliases dispatch's parser reads
+    assert (payload["recipient_name"], payload["window_start"], payload["depot_id"]) == (
+        "Aino Virtanen", payload["window"]["start"], shop.depot_id)
+    # Contract check against the consumer itself (tests may import any room; commerce never imports dispatch).
+    from dispatch import service as dispatch_service
+
+    key, job = dispatch_service.request_from_order_paid(payload)
+    assert key == f"order:{order['id']}"
+    assert (job.depot_id, job.recipient_phone, job.parcels) == (shop.depot_id, "+358401234567", 1)
+    assert job.window_start.isoformat().startswith(payload["window"]["start"][:16])
 
 
 async def test_an_address_outside_every_zone_is_refused_before_payment(shop_app, client, shop, localstripe_url):

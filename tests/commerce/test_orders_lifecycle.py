@@ -129,13 +129,34 @@ async def test_cancelling_before_pickup_refunds_restocks_and_tells_dispatch(shop
     assert (await client.get(f"/v1/orders/{order['id']}", headers=other.headers)).status_code == 404
 
 
-async def test_a_failed_delivery_refunds_the_card_and_releases_the_stock(shop_app, client, shop, make_account,
-                                                                        localstripe_url, settings):
+async def test_a_failed_attempt_refunds_nothing_and_a_later_delivery_completes_the_order(shop_app, client, shop, make_account,
+                                                                                          localstripe_url, settings):
     customer = await make_account(Role.CUSTOMER)
     order = await customer_order(client, shop, customer, localstripe_url)
-    await deliver(shop_app, settings, order["id"], "delivery.failed", reason="nobody home, three attempts")
+    await deliver(shop_app, settings, order["id"], "delivery.failed", reason="nobody home", attempts=1)
     view = (await client.get(f"/v1/orders/{order['id']}", headers=customer.headers)).json()
-    assert (view["status"], view["payment_status"], view["delivery_status"]) == ("cancelled", "refunded", "failed")
+    assert (view["status"], view["payment_status"], view["delivery_status"]) == ("confirmed", "paid", "failed")
+    await deliver(shop_app, settings, order["id"], "delivery.completed")
+    view = (await client.get(f"/v1/orders/{order['id']}", headers=customer.headers)).json()
+    assert (view["status"], view["payment_status"], view["delivery_status"]) == ("completed", "paid", "delivered")
+
+
+async def test_a_delivery_given_up_refunds_the_card_and_restocks(shop_app, client, shop, make_account, localstripe_url,
+                                                               settings, sessions):
+    customer = await make_account(Role.CUSTOMER)
+    order = await customer_order(client, shop, customer, localstripe_url)
+    async with sessions() as db:
+        number = (await db.execute(text("SELECT number FROM orders WHERE id = :id"), {"id": order["id"]})).scalar_one()
+    handler = order_events.make_handler(settings=settings, provider=shop_app.state.commerce_provider)
+    # As dispatch sends them: no order_id, the order in idempotency_key and the number in reference.
+    for type_ in ("delivery.failed", "delivery.returned"):
+        async with sessions() as db, db.begin():
+            await handler(db, Event(event_id=uuid.uuid4(), type=type_, payload={
+                "job_id": str(uuid.uuid4()), "reference": str(number), "source": "order",
+                "idempotency_key": f"order:{order['id']}", "state": type_.split(".")[1], "attempts": 3,
+                "reason": "nobody home, three attempts"}))
+    view = (await client.get(f"/v1/orders/{order['id']}", headers=customer.headers)).json()
+    assert (view["status"], view["payment_status"], view["delivery_status"]) == ("cancelled", "refunded", "returned")
     assert (await client.get(f"/v1/catalog/products/{shop.slug}")).json()["variants"][0]["in_stock"] == 10
 
 
