@@ -1,0 +1,1 @@
+"""Locust load tests against the running platform's public interfaces (`serena load --profile smoke|peak`)."""

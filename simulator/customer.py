@@ -37,6 +37,7 @@ class Placed:
     job_id: str | None = None  # delivery API: the job; commerce: unknown until dispatch made it
     commerce_order_id: str | None = None
     tracking_token: str | None = None  # commerce's guest tracking token
+    order_number: str | None = None  # commerce: dispatch's job carries it as its reference
     error: str | None = None
     final_state: str | None = None
 
@@ -97,7 +98,8 @@ async def place_commerce(sim: Simulation, o: Order) -> Placed:
         if r.status_code not in (200, 201):
             return Placed(o, "commerce", error=f"checkout {r.status_code} {r.text[:200]}")
         view = r.json()
-        return Placed(o, "commerce", commerce_order_id=str(view.get("id")), tracking_token=view.get("tracking_token"))
+        return Placed(o, "commerce", commerce_order_id=str(view.get("id")), tracking_token=view.get("tracking_token"),
+                      order_number=str(view.get("number")))
     except Exception as exc:
         return Placed(o, "commerce", error=f"{type(exc).__name__}: {exc}")
 
@@ -107,6 +109,8 @@ async def final_state(sim: Simulation, p: Placed) -> str | None:
     if p.job_id:
         r = await sim.admin.get(f"/v1/deliveries/{p.job_id}")
         return r.json()["state"] if r.status_code == 200 else None
+    if p.order_number and p.order_number in sim.jobs_by_reference:
+        return sim.jobs_by_reference[p.order_number]
     if p.tracking_token:
         r = await sim.http.get(f"/v1/track/{p.tracking_token}")
         if r.status_code == 200:
@@ -128,6 +132,10 @@ async def watch(sim: Simulation, p: Placed) -> None:
         return
     ws_path = r.json()["ws_path"]
     sim.metrics.count("watch.opened")
+    if sim.metrics.counters["watch.opened"] <= sim.cfg.show_links:
+        from tqdm import tqdm
+
+        tqdm.write(f"customer tracking page: {sim.cfg.base_url}{r.json()['path']}   (fleet board: {sim.cfg.base_url}/fleet)")
     try:
         async with websockets.connect(sim.ws_base + ws_path) as ws:
             while not sim.watchers_stop.is_set():

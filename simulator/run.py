@@ -19,6 +19,7 @@ import logging
 import os
 import resource
 import secrets
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ class SimConfig:
     progress: bool = True
     truth_every: int = 5  # log the true position every N ticks
     no_orders: bool = False  # the scale run: drivers stream fixes, nobody orders
+    wait_api_s: float = 120.0  # `serena up --simulate` starts us with the API: wait for it to answer
+    show_links: int = 3  # print this many customers' tracking pages (for people to watch)
 
 
 class Clock:
@@ -129,6 +132,7 @@ class Simulation:
         self.mqtt_host, self.mqtt_port = mq.hostname or "127.0.0.1", mq.port or 1883
         self.ws_base = cfg.base_url.replace("http://", "ws://").replace("https://", "wss://")
         self._catalog: list[int] | None = None
+        self.jobs_by_reference: dict[str, str] = {}  # dispatch job reference (a shop order's number) -> state
         self.book = [] if cfg.no_orders else demand.order_book(
             self.city, rng_seed=cfg.seed, orders_per_hour=cfg.orders_per_hour, duration_s=cfg.duration_s,
             start_hour=cfg.start_hour, absent_p=cfg.absent_p, commerce_share=cfg.commerce_share,
@@ -139,14 +143,12 @@ class Simulation:
         """Variant ids of the shop, once (a customer browses the first pages of the catalog)."""
         if self._catalog is None:
             ids: list[int] = []
-            for page in (1, 2, 3):
-                r = await self.http.get("/v1/catalog/search", params={"page": page})
-                if r.status_code != 200:
-                    break
-                for item in r.json().get("items", ()):
-                    for v in item.get("variants", ()) or ([{"id": item["variant_id"]}] if "variant_id" in item else []):
-                        if v.get("in_stock", True):
-                            ids.append(int(v["id"]))
+            r = await self.http.get("/v1/catalog/search", params={"page": 1})
+            slugs = [item["slug"] for item in r.json().get("items", ())] if r.status_code == 200 else []
+            for slug in slugs[:12]:
+                r = await self.http.get(f"/v1/catalog/products/{slug}")
+                if r.status_code == 200:
+                    ids += [int(v["id"]) for v in r.json().get("variants", ()) if v.get("in_stock")]
             self._catalog = ids
         return self._catalog
 
@@ -168,6 +170,7 @@ class Simulation:
                 httpx.AsyncClient(base_url=cfg.stripe_api_base, timeout=30.0,
                                   headers={"Authorization": f"Bearer {cfg.stripe_api_key}"}) as stripe:
             self.http, self.stripe = http, stripe
+            await _wait_for_api(http, timeout_s=cfg.wait_api_s)
             self.admin = api.Session(http, cfg.admin_email, cfg.admin_password, cfg.admin_totp_secret or None)
             await self.admin.login()
             self.depot = await api.ensure_depot(self.admin, self.city, self.tag)
@@ -191,11 +194,20 @@ class Simulation:
             monitor = asyncio.ensure_future(self._monitor())
             board = asyncio.ensure_future(self._fleet_board())
             watchers: list[asyncio.Future] = []
-            try:
+            async def body() -> None:
                 await self._customers(watchers)
                 log.info("orders placed (%d) at %.1f s", len(self.placed), time.time() - wall_start)
                 await self._drain()
                 log.info("drained at %.1f s", time.time() - wall_start)
+
+            main = asyncio.ensure_future(body())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # stop early, but still end every shift and grade what happened
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, main.cancel)
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await main
             finally:
                 self.drivers_stop.set()
                 done, pending = await asyncio.wait(tasks, timeout=max(30.0, 3 * cfg.load_s / cfg.speedup + 30))
@@ -302,6 +314,8 @@ class Simulation:
         deadline = time.monotonic() + cfg.drain_s
         done = 0
         while time.monotonic() < deadline:
+            if any(p.order_number for p in todo):
+                await self._refresh_jobs_by_reference()
             states = await asyncio.gather(*(customer.final_state(self, p) for p in todo if p.final_state not in
                                             ("delivered", "returned", "cancelled")), return_exceptions=True)
             open_ = [p for p in todo if p.final_state not in ("delivered", "returned", "cancelled")]
@@ -315,6 +329,15 @@ class Simulation:
                 break
             await asyncio.sleep(max(1.0, cfg.poll_s))
         bar.close()
+
+    async def _refresh_jobs_by_reference(self) -> None:
+        """Shop orders reach dispatch as jobs whose reference is the order number: read their states as a dispatcher."""
+        for state in (None, "delivered", "returned", "cancelled"):
+            with contextlib.suppress(Exception):
+                r = await self.admin.get("/v1/fleet/jobs", params={"state": state} if state else {})
+                if r.status_code == 200:
+                    for j in r.json():
+                        self.jobs_by_reference[str(j["reference"])] = j["state"]
 
     async def _monitor(self) -> None:
         """A dispatcher's view: the plan's version, churn and solve time as they change."""
@@ -356,6 +379,8 @@ class Simulation:
     async def _platform_report(self) -> dict:
         """What the platform says at the end: final states, fixes it stored and refused, KPIs."""
         out: dict = {}
+        if any(p.order_number for p in self.placed):
+            await self._refresh_jobs_by_reference()
         for p in self.placed:
             if p.error is None and p.final_state not in ("delivered", "returned", "cancelled"):
                 with contextlib.suppress(Exception):
@@ -386,6 +411,20 @@ class Simulation:
         out["fixes_stored"] = stored
         out["fixes_rejected"] = rejected
         return out
+
+
+async def _wait_for_api(http: httpx.AsyncClient, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            r = await http.get("/health")
+            if r.status_code in (200, 503):  # 503: a dependency is degraded, but the API answers
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the API at {http.base_url} did not answer within {timeout_s:.0f} s")
+        await asyncio.sleep(1.0)
 
 
 def _bar(enabled: bool, **kw):
