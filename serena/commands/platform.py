@@ -70,7 +70,8 @@ def migrate() -> None:
 
 
 @app.command()
-def up(workers: int = typer.Option(1, min=1, max=16, help="uvicorn worker processes for the api")) -> None:
+def up(workers: int = typer.Option(1, min=1, max=16, help="uvicorn worker processes for the api"),
+       simulate: bool = typer.Option(False, "--simulate", help="also run `serena simulate $SERENA_SIM_ARGS` once (make demo)")) -> None:
     """Migrate the database, then run the platform's processes until Ctrl-C."""
     settings = settings_or_exit()
     slog.configure(level=settings.log_level, as_json=settings.log_json)
@@ -80,6 +81,12 @@ def up(workers: int = typer.Option(1, min=1, max=16, help="uvicorn worker proces
     migrations.upgrade(settings.database_url)
     log.info("database schema is up to date")
     specs = process_specs(settings, workers=workers)
+    if simulate:  # one-shot: when the simulation ends, the platform keeps running for people to look at
+        import os
+        import shlex
+
+        specs.append(Spec("simulator", python_module("serena.cli", "simulate", *shlex.split(os.environ.get("SERENA_SIM_ARGS", ""))),
+                          restart=False))
     log.info("starting %s; API on http://%s:%d (Ctrl-C stops everything)", ", ".join(s.name for s in specs),
              settings.api_host, settings.api_port)
     raise typer.Exit(Supervisor(specs).run())
