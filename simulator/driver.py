@@ -100,6 +100,11 @@ class Driver:
         sender = asyncio.ensure_future(self._send_loop())
         try:
             while not sim.drivers_stop.is_set():
+                if sim.cfg.no_orders:  # the scale run: nobody orders, vans patrol the city so fixes move
+                    (lat, lng), = sim.city.sample_addresses(1, self.rng)
+                    await self.drive_to(lat, lng)
+                    await sim.clock.sleep(float(self.rng.uniform(10, 60)))
+                    continue
                 stop = self.next_stop()
                 if stop is None:
                     if self.to_return and self._far_from_depot():
