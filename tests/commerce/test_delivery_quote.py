@@ -57,3 +57,16 @@ def test_windows_close_before_they_start_and_are_in_utc(settings):
     # 12-14 local starts before the cut-off: the first open window is 14-16 local = 12:00-14:00 UTC.
     assert (windows[0].start, windows[0].end) == (datetime(2026, 11, 25, 12, tzinfo=UTC), datetime(2026, 11, 25, 14, tzinfo=UTC))
     assert len(windows) == 3 + 5 + 5  # the rest of today, then two full days
+
+
+async def test_vat_rates_come_by_country_region_and_class(app):
+    from commerce.checkout.service import tax_rate
+    from core.errors import ValidationFailed
+
+    async with app.state.sessions() as db:
+        assert await tax_rate(db=db, country="FI", region="", tax_class="standard") == Decimal("0.2550")
+        assert await tax_rate(db=db, country="fi", region="Uusimaa", tax_class="food") == Decimal("0.1400")  # country default
+        assert await tax_rate(db=db, country="FI", region="Ahvenanmaa", tax_class="standard") == Decimal("0.2550")
+        assert await tax_rate(db=db, country="DE", region="", tax_class="food") == Decimal("0.0700")
+        with pytest.raises(ValidationFailed, match="no tax rate"):
+            await tax_rate(db=db, country="US", region="", tax_class="standard")
