@@ -107,6 +107,19 @@ class Settings(BaseSettings):
     tracking_eta_min_change_s: float = Field(default=60.0, ge=0)  # push an ETA when it moves by at least this
     tracking_eta_max_interval_s: float = Field(default=30.0, gt=0)  # and at least this often while watched
     tracking_tile_url: str = ""  # map tiles for the tracking page; "" = offline (roads from our own graph)
+    # --- notifications (e-mail, SMS, webhooks; docs/notifications.md) ---
+    notifications_email_transport: str = "file"  # "smtp" (notifications_smtp_url) or "file" (.eml files under data_dir/outbox)
+    notifications_smtp_url: str = "smtp://127.0.0.1:25"  # smtp://[user:pass@]host:port; smtp+starttls:// or smtps:// for TLS
+    notifications_email_from: str = "Serena <no-reply@serena.localhost>"  # From: of every e-mail
+    notifications_sms_transport: str = "file"  # only "file" (JSON files under data_dir/outbox/sms): no SMS provider yet
+    notifications_public_url: str = "http://127.0.0.1:8000"  # base of links in messages (tracking page)
+    notifications_webhook_allow_private: bool = False  # production only: allow webhook URLs on private/loopback addresses
+    notifications_webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)  # one webhook POST, connect + response
+    notifications_webhook_max_attempts: int = Field(default=8, gt=0, le=20)  # webhook POSTs before a message is failed
+    notifications_retry_backoff_s: float = Field(default=30.0, gt=0)  # first retry delay; doubles per attempt
+    notifications_retry_backoff_max_s: float = Field(default=3600.0, gt=0)  # longest delay between two attempts
+    notifications_stale_sending_s: int = Field(default=600, gt=0)  # a message "sending" this long: its worker died mid-send
+    worker_concurrency: int = Field(default=2, gt=0, le=64)  # Celery worker processes of `serena worker`
 
     @field_validator("database_url")
     @classmethod
