@@ -175,3 +175,21 @@ def test_localstripe_signs_and_delivers_the_webhook_that_pays_the_order(shop_ser
             assert off.status_code == 200
     assert (view["payment_status"], view["delivery_status"]) == ("paid", "awaiting_dispatch")
     assert any(e["type"] == "paid" and e["data"].get("via") == "webhook" for e in view["timeline"])
+
+
+def test_three_d_secure_in_the_storefront_ends_paid_after_the_bank_step(shop_server, page):
+    base, shop = shop_server
+    page.goto(f"{base}/shop/p/{shop.slug}")
+    page.get_by_role("button", name="Add to cart").click()
+    page.goto(f"{base}/shop/checkout?" + "&".join([
+        "name=Eero", "email=eero%40example.test", "phone=", "address=Bulevardi+2", f"lat={shop.lat + 0.001}",
+        f"lng={shop.lng}"]))
+    page.get_by_label("Test card (Stripe test mode)").select_option("4000002760003184")
+    page.locator("[data-place-order]").click()
+    page.wait_for_url(re.compile(r"/shop/orders/"))
+    assert page.locator("[data-payment-status]").text_content() == "action required"
+    shot(page, "order-3ds")
+    page.get_by_role("button", name="Authenticate (test bank)").click()
+    page.wait_for_url(re.compile(r"/shop/orders/"))
+    assert page.locator("[data-payment-status]").text_content() == "paid"
+    assert page.errors == []
