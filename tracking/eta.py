@@ -14,10 +14,11 @@ Stops are in planned sequence; done/failed ones may stay in the list (they are s
 Dispatch keeps its plan durably in its own tables; this projection can always be rebuilt
 from them, so it is not a second source of truth.
 
-ETA model. From the driver's newest (matched) position, legs are driven in plan order; each
-leg's travel time comes from the routing engine when a graph is loaded (`routing` paths /
-matrices), else from the great-circle distance x `DETOUR` at `FALLBACK_SPEED_MPS` (urban
-average). The interval widens with the time ahead: [t - max(60 s, 10 %), t + max(120 s, 25 %)],
+ETA model. From the driver's newest position, legs are driven in plan order; each leg's
+travel time comes from the routing engine when a graph is configured (`RoutedTravel`:
+`routing.paths.route`, cached), else from the great-circle distance x `DETOUR` at
+`FALLBACK_SPEED_MPS` (urban average). A driver's ETAs are recomputed when its plan changes
+or every `refresh_s` (5 s) of event time. The interval widens with the time ahead: [t - max(60 s, 10 %), t + max(120 s, 25 %)],
 a deliberately simple band until learned speeds give a real distribution (docs/tracking.md).
 
 Push rule (per order, shared by all ingest replicas through `{prefix}tracking:eta`): a
@@ -138,8 +139,10 @@ class EtaStage:
     """
 
     def __init__(self, *, settings: Settings, redis: aioredis.Redis, travel: TravelTime | None = None,
-                 clock: Callable[[], float] = time.time, stop_events: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, stop_events: bool = True, refresh_s: float = 5.0) -> None:
         self.stop_events = stop_events  # False when the geofence engine detects stops (tracking.events)
+        self.refresh_s = refresh_s
+        self.cache: dict[int, tuple[float, int, list[StopEta]]] = {}  # driver -> (ts, plan hash, etas)
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
@@ -161,12 +164,24 @@ class EtaStage:
             return []
         drivers = list(newest)
         plans_raw = await self.redis_state.hmget(self.keys.plans, drivers)
-        plans = {d: orjson.loads(p) for d, p in zip(drivers, plans_raw, strict=True) if p}
+        raw_plans = {d: p for d, p in zip(drivers, plans_raw, strict=True) if p}
+        plans = {d: orjson.loads(p) for d, p in raw_plans.items()}
         if not plans:
             return []
         now = self.clock()
-        per_driver = {d: compute(plans[d]["stops"], lat=newest[d].lat, lng=newest[d].lng, now=newest[d].ts,
-                                 travel=self.travel) for d in plans}
+        per_driver = {}
+        for d in plans:
+            # Recompute a driver's ETAs when its plan changed or every `refresh_s` of event time;
+            # in between the previous intervals (absolute times) stand. Bounds routing queries
+            # to one per driver per refresh instead of one per fix.
+            cached = self.cache.get(d)
+            key = hash(raw_plans[d])
+            if cached is not None and cached[1] == key and 0 <= newest[d].ts - cached[0] < self.refresh_s:
+                per_driver[d] = cached[2]
+                continue
+            etas = compute(plans[d]["stops"], lat=newest[d].lat, lng=newest[d].lng, now=newest[d].ts, travel=self.travel)
+            self.cache[d] = (newest[d].ts, key, etas)
+            per_driver[d] = etas
         orders = [e.order_id for etas in per_driver.values() for e in etas if e.order_id]
         prev_raw = await self.redis_state.hmget(self.keys.eta, orders) if orders else []
         prev = {o: orjson.loads(p) for o, p in zip(orders, prev_raw, strict=True) if p}
@@ -206,6 +221,39 @@ class EtaStage:
                                                    event_id=stop_event_id(nxt.stop_id, kind)))
                         self.pending_flags.append(flag)
         return out
+
+
+class RoutedTravel:
+    """Leg travel times from the routing engine (`routing.paths.route` on the CCH, ~0.5 ms a query), cached.
+
+    Keys are the two points rounded to 1e-4 degrees (~10 m): legs between planned stops hit
+    the cache for the life of the plan; the first leg (driver → next stop) is asked at most
+    once per driver per ETA refresh. A point off the network falls back to the straight line.
+    """
+
+    def __init__(self, g, *, max_entries: int = 200_000) -> None:
+        from collections import OrderedDict
+
+        self.g = g
+        self.cache: OrderedDict[tuple, float] = OrderedDict()
+        self.max_entries = max_entries
+
+    def __call__(self, lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+        from routing import paths
+
+        key = (round(lat1, 4), round(lng1, 4), round(lat2, 4), round(lng2, 4))
+        t = self.cache.get(key)
+        if t is not None:
+            self.cache.move_to_end(key)
+            return t
+        try:
+            t = float(paths.route(self.g, (lat1, lng1), (lat2, lng2)).time_s)
+        except Exception:  # noqa: BLE001 - off the network (SnapError) or no path: the straight line
+            t = fallback_travel_s(lat1, lng1, lat2, lng2)
+        self.cache[key] = t
+        if len(self.cache) > self.max_entries:
+            self.cache.popitem(last=False)
+        return t
 
 
 def stages(*, settings: Settings, redis: aioredis.Redis, travel: TravelTime | None = None) -> list[EtaStage]:

@@ -395,7 +395,11 @@ async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | 
     matcher = matching.from_settings(settings, redis=r)
     if matcher is not None:
         stages.append(matcher)
-    stages += default_stages(settings=settings, pool=pool, redis=r)
+    travel = None
+    g = getattr(getattr(matcher, "matcher", matcher), "g", None)
+    if g is not None:
+        travel = eta.RoutedTravel(g)  # ETAs on the routing engine's travel times (same graph as matching)
+    stages += default_stages(settings=settings, pool=pool, redis=r, travel=travel)
     eta_stage = next(st for st in stages if isinstance(st, eta.EtaStage))
     pipeline = Pipeline(settings=settings, pool=pool, redis=r, stages=stages, push=eta.make_push(settings, eta_stage))
     try:
@@ -437,14 +441,14 @@ async def _links_consumer(settings: Settings, pool: asyncpg.Pool, r: aioredis.Re
         log.warning("tracking link consumer stopped: %s", exc)
 
 
-def default_stages(*, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> list[Stage]:
+def default_stages(*, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis, travel=None) -> list[Stage]:
     """ETA + stop events, and the geofence engine's zone/stop events when the geofence package is there."""
     from tracking import eta, events as tracking_events  # noqa: PLC0415
 
     if tracking_events.geofence_available():
-        return [eta.EtaStage(settings=settings, redis=redis, stop_events=False),
+        return [eta.EtaStage(settings=settings, redis=redis, stop_events=False, travel=travel),
                 tracking_events.GeofenceStage(settings=settings, pool=pool, redis=redis)]
-    return [eta.EtaStage(settings=settings, redis=redis)]
+    return [eta.EtaStage(settings=settings, redis=redis, travel=travel)]
 
 
 async def _housekeeping(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:

@@ -159,3 +159,23 @@ async def test_delivery_completed_event_expires_the_orders_links_after_the_grace
         await handle_delivery_completed(conn, Event(uuid.uuid4(), "delivery.completed", {"order_id": "order-evt", "ts": done}),
                                         grace_s=3600)
     assert await links.resolve(pool, token=token) is None
+
+
+def test_etas_use_the_routing_engines_travel_times_when_a_graph_is_configured():
+    from tests.paths import OSM
+
+    src = OSM / "heidelberg.osm.pbf"
+    if not src.exists():
+        import pytest
+
+        pytest.skip("shared OSM data not available")
+    from routing import graph
+
+    g = graph.load(src, progress=False)
+    a, b = 100, 2000
+    travel = eta.RoutedTravel(g)
+    t = travel(g.lat[a], g.lng[a], g.lat[b], g.lng[b])
+    assert t > 0 and travel.cache and travel(g.lat[a], g.lng[a], g.lat[b], g.lng[b]) == t  # second call: cached
+    out = eta.compute([{"stop_id": "x", "lat": float(g.lat[b]), "lng": float(g.lng[b]), "service_s": 0}],
+                      lat=float(g.lat[a]), lng=float(g.lng[a]), now=0.0, travel=travel)
+    assert out[0].eta_s == t
