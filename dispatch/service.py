@@ -133,17 +133,23 @@ async def create_job(*, db: AsyncSession, request: DeliveryRequest, idempotency_
 
 
 def request_from_order_paid(payload: dict) -> tuple[str, DeliveryRequest]:
-    """(idempotency key, request) from commerce's `order.paid` payload (contract: docs/events.md)."""
+    """(idempotency key, request) from commerce's `order.paid` payload (contract v1: docs/commerce.md).
+
+    Reads the nested v1 fields (`contact`, `window`, `pickup_depot_id`) and falls back to the
+    flat aliases commerce also sends, so either side can move first.
+    """
     try:
         dropoff = payload["dropoff"]
+        contact = payload.get("contact") or {}
+        window = payload.get("window") or {}
         req = DeliveryRequest(
             reference=str(payload.get("order_number") or payload["order_id"])[:64],
-            depot_id=payload.get("depot_id"),
+            depot_id=payload.get("pickup_depot_id", payload.get("depot_id")),
             dropoff=Place(lat=dropoff["lat"], lng=dropoff["lng"], address=dropoff.get("address", "")),
-            recipient_name=payload.get("recipient_name", "")[:200],
-            recipient_phone=payload.get("recipient_phone", "")[:32],
-            window_start=payload["window_start"],
-            window_end=payload["window_end"],
+            recipient_name=(contact.get("name") or payload.get("recipient_name") or "")[:200],
+            recipient_phone=(contact.get("phone") or payload.get("recipient_phone") or "")[:32],
+            window_start=window.get("start") or payload["window_start"],
+            window_end=window.get("end") or payload["window_end"],
             weight_kg=payload.get("weight_kg", 1),
             volume_l=payload.get("volume_l", 5),
             parcels=max(1, int(payload.get("parcels", 1))),

@@ -49,6 +49,8 @@ def process_specs(settings: Settings, *, workers: int = 1) -> list[Spec]:
     if _module_exists("tracking.ingest"):
         specs.append(Spec("ingest", python_module("serena.cli", "ingest", "run", "--replica", "0")))
     specs.append(Spec("planner", python_module("serena.cli", "planner")))
+    # Commerce's consumer of delivery.* (loyalty credit, cash settlement, refunds on returns).
+    specs.append(Spec("commerce", python_module("serena.cli", "commerce", "consume")))
     return specs
 
 

@@ -87,3 +87,15 @@ async def test_label_pdf_has_the_package_code(client, dispatcher, depot):
     pdf = await client.get(f"/v1/deliveries/{job['id']}/label.pdf", headers=dispatcher.headers)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert job["package_code"].encode() in pdf.content
+
+
+def test_order_paid_v1_nested_contract_is_read_without_the_flat_aliases():
+    from dispatch import service
+
+    key, req = service.request_from_order_paid({
+        "order_id": "o-1", "order_number": "SO-1", "pickup_depot_id": 3,
+        "contact": {"name": "Aino", "phone": "+358401"}, "dropoff": {"lat": 60.17, "lng": 24.94, "address": "A 1"},
+        "window": {"start": "2026-11-25T10:00:00Z", "end": "2026-11-25T12:00:00Z"},
+        "weight_kg": 2, "volume_l": 10, "parcels": 2, "skills": ["cold"], "priority": 1})
+    assert key == "order:o-1" and req.depot_id == 3 and req.recipient_name == "Aino" and req.parcels == 2
+    assert req.window_end.hour == 12 and req.skills == ["cold"]
