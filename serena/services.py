@@ -547,6 +547,7 @@ def ensure_localstripe(settings: Settings, *, install: bool, echo: Echo) -> Serv
     """localstripe answers at SERENA_STRIPE_API_BASE, or we start it there in the background."""
     st = check_localstripe(settings)
     if st.up:
+        register_localstripe_webhook(settings, echo)  # a localstripe restarted by hand forgets it
         return st
     parts = urlsplit(settings.stripe_api_base)
     host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
@@ -570,7 +571,32 @@ def ensure_localstripe(settings: Settings, *, install: bool, echo: Echo) -> Serv
         st.detail = f"localstripe did not start; see {log}"
         st.fix = [" ".join(cmd)]
         return st
+    register_localstripe_webhook(settings, echo)
     return check_localstripe(settings)
+
+
+def register_localstripe_webhook(settings: Settings, echo: Echo = print) -> bool:
+    """Point localstripe's webhooks at our API (signed with SERENA_STRIPE_WEBHOOK_SECRET); idempotent.
+
+    Real Stripe is configured in its dashboard; localstripe takes the same through its
+    `_config/webhooks` endpoint. Only done for a localstripe on loopback.
+    """
+    import urllib.parse
+    import urllib.request
+
+    parts = urlsplit(settings.stripe_api_base)
+    if not is_loopback(parts.hostname) or parts.scheme != "http":
+        return False
+    target = f"http://{settings.api_host}:{settings.api_port}/v1/payments/stripe/webhook"
+    body = urllib.parse.urlencode({"url": target, "secret": settings.stripe_webhook_secret}).encode()
+    try:
+        with urllib.request.urlopen(f"{settings.stripe_api_base}/_config/webhooks/serena", data=body, timeout=5):
+            pass
+    except OSError as exc:
+        echo(f"localstripe webhook not registered: {exc}")
+        return False
+    echo(f"localstripe webhooks → {target}")
+    return True
 
 
 def _serve_localstripe(host: str, port: int) -> None:
