@@ -27,6 +27,7 @@ _GROUPS = [
     ("planner", "planner"),
     ("users", "users"),
     ("commerce", "commerce"),
+    ("worker", None),  # worker: Celery + the notifications consumer
     ("simulate", None),  # simulate, load
 ]
 

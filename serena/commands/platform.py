@@ -49,6 +49,7 @@ def process_specs(settings: Settings, *, workers: int = 1) -> list[Spec]:
     if _module_exists("tracking.ingest"):
         specs.append(Spec("ingest", python_module("serena.cli", "ingest", "run", "--replica", "0")))
     specs.append(Spec("planner", python_module("serena.cli", "planner")))
+    specs.append(Spec("worker", python_module("serena.cli", "worker")))  # Celery + the notifications consumer
     # Commerce's consumer of delivery.* (loyalty credit, cash settlement, refunds on returns).
     specs.append(Spec("commerce", python_module("serena.cli", "commerce", "consume")))
     return specs

@@ -1,0 +1,47 @@
+"""Preferences: may this recipient get this category of message on this channel?
+
+Transactional messages (about an order the customer placed) go out unless the recipient
+opted out of the channel (or of all channels, "*"). Marketing goes out only after an
+explicit opt-in and never after an opt-out: silence is not consent. Recipients are the
+address itself (e-mail in lower case, phone as given), so a preference follows the
+person across orders and guest checkouts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notifications.models import Category, Preference
+
+
+def normalise(recipient: str) -> str:
+    """E-mail addresses compare in lower case; phone numbers without spaces."""
+    r = recipient.strip()
+    return r.lower() if "@" in r else r.replace(" ", "")
+
+
+async def allowed(db: AsyncSession, *, recipient: str, channel: str, category: str) -> tuple[bool, str]:
+    """(may send, reason when not)."""
+    rows = (await db.execute(select(Preference.channel, Preference.opted_out).where(
+        Preference.recipient == normalise(recipient), Preference.channel.in_((channel, "*")),
+        Preference.category == category))).all()
+    if any(opted_out for _, opted_out in rows):
+        which = "all channels" if any(c == "*" and o for c, o in rows) else channel
+        return False, f"recipient opted out of {category} messages on {which}"
+    if category == Category.MARKETING and not any(not o for _, o in rows):
+        return False, "marketing needs an explicit opt-in"
+    return True, ""
+
+
+async def set_preference(db: AsyncSession, *, recipient: str, channel: str, category: str, opted_out: bool) -> None:
+    """Record a choice (insert or replace)."""
+    stmt = insert(Preference).values(recipient=normalise(recipient), channel=channel, category=category, opted_out=opted_out)
+    await db.execute(stmt.on_conflict_do_update(index_elements=["recipient", "channel", "category"],
+                                                set_={"opted_out": opted_out, "updated_at": func.now()}))
+
+
+async def list_for(db: AsyncSession, *, recipient: str) -> list[Preference]:
+    return list((await db.execute(select(Preference).where(Preference.recipient == normalise(recipient))
+                                  .order_by(Preference.channel, Preference.category))).scalars())
