@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event as sa_event
@@ -145,20 +144,23 @@ class Handler:
             address = contact.email if channel == Channel.EMAIL else contact.phone
             if not address:
                 continue
-            ids += await self._write(db, event, channel=channel, recipient=address, rule=rule, contact=contact, context=context)
-            if not rule.all_channels:
-                break
+            sent, new = await self._write(db, event, channel=channel, recipient=address, rule=rule, contact=contact,
+                                          context=context)
+            ids += new
+            if sent and not rule.all_channels:
+                break  # one channel is enough; an opted-out channel falls through to the next
         return ids
 
     async def _write(self, db: AsyncSession, event: Event, *, channel: str, recipient: str, rule: Rule, contact: Contact,
-                     context: dict[str, Any]) -> list[int]:
+                     context: dict[str, Any]) -> tuple[bool, list[int]]:
+        """Write one message row (suppressed if the recipient opted out); (allowed, ids of new queued rows)."""
         ok, why = await preferences.allowed(db, recipient=recipient, channel=channel, category=rule.category)
         rendered = templates.render(rule.kind, channel, contact.locale, context)
         values = dict(event_id=event.event_id, event_type=event.type, channel=str(channel), recipient=recipient,
                       kind=rule.kind, category=rule.category, order_id=contact.order_id, locale=rendered.locale,
                       subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
                       state=(State.QUEUED if ok else State.SUPPRESSED).value, last_error=None if ok else why)
-        return await _insert(db, values, queued=ok)
+        return ok, await _insert(db, values, queued=ok)
 
     # --- webhooks ----------------------------------------------------------------------
 
@@ -209,15 +211,3 @@ async def _insert(db: AsyncSession, values: dict[str, Any], *, queued: bool) -> 
         index_elements=["event_id", "channel", "recipient"]).returning(Notification.id)
     new_id = (await db.execute(stmt)).scalar_one_or_none()
     return [new_id] if new_id is not None and queued else []
-
-
-def payload_preview(body: str) -> Any:
-    """The JSON body of a webhook row, for the API."""
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body
-
-
-def kinds() -> Iterable[str]:
-    return (r.kind for r in RULES.values())
