@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(dispatch_api.router)
     app.router.routes.extend(importlib.import_module("dispatch.ws").router.routes)  # see dispatch/ws.py: not include_router
+    app.include_router(importlib.import_module("notifications.api").router)
     try:
         pages = importlib.import_module("serena.web.pages")
     except ModuleNotFoundError as exc:
