@@ -431,7 +431,7 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
     port = free_port()
     env = env_of(s)
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "serena.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-                            "--no-access-log", "--log-level", "warning", "--ws", "websockets-sansio"], env=env,
+                            "--no-access-log", "--log-level", "warning", "--ws", "websockets-sansio", "--backlog", "16384"], env=env,
                            stdout=subprocess.DEVNULL, stderr=open(Path(s.mosquitto_dir) / "api.err", "w"))  # noqa: SIM115
     try:
         deadline = time.time() + 60
@@ -533,7 +533,8 @@ async def main(args, base: Settings, dsn: str) -> dict:
             out["full_over_raw"] = round(out["full_pipeline"]["pings_per_s"] / out["raw_baseline"]["msgs_per_s"], 3)
             print("full pipeline:", json.dumps(out["full_pipeline"]), file=sys.stderr, flush=True)
         if args.watchers:
-            cust_drivers = drivers[: max(1, args.watchers // 2)]
+            # Two customers per driver, as in a real fleet: the offered rate spreads over watchers / 2 drivers.
+            cust_drivers = list(range(5_000_000, 5_000_000 + max(1, args.watchers // 2)))
             out["customer_push"] = await customer_push(s, cust_drivers, args.watchers, args.customer_rate,
                                                        args.customer_seconds, args.publishers, seq0=2_000_000,
                                                        watcher_procs=args.watcher_procs)
