@@ -109,8 +109,8 @@ async def _finish(conn: asyncpg.Connection, row: Any, state: State, *, error: st
     """Record the outcome (and the webhook log entry) in one transaction; only a `sending` row is moved."""
     async with conn.transaction():
         await conn.execute(
-            """UPDATE notifications SET state = $2, last_error = $3, updated_at = now(),
-                      sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END,
+            """UPDATE notifications SET state = $2::varchar, last_error = $3, updated_at = now(),
+                      sent_at = CASE WHEN $2::varchar = 'sent' THEN now() ELSE sent_at END,
                       next_attempt_at = CASE WHEN $4::float8 IS NULL THEN next_attempt_at
                                              ELSE now() + make_interval(secs => $4::float8) END
                 WHERE id = $1 AND state = 'sending'""",
