@@ -65,6 +65,7 @@ class Driver:
     handled: dict[str, int] = field(default_factory=dict)  # job id -> task version when we last acted on it
     finished: set[str] = field(default_factory=set)  # job ids delivered or returned by us
     to_return: set[str] = field(default_factory=set)  # package codes of failed parcels marked for return
+    refused: dict[str, int] = field(default_factory=dict)  # package code -> task version when a pickup scan was refused
     attempts: dict[str, int] = field(default_factory=dict)
     distance_m: float = 0.0
     last_break_t: float = 0.0
@@ -122,22 +123,17 @@ class Driver:
         finally:
             self.state = "off"
             listener.cancel()
-            with contextlib.suppress(Exception):
-                await self._end_shift()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self.session.post("/v1/driver/shift/end"))
             await self.queue.put(None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, timeout=10)
 
     def _far_from_depot(self) -> bool:
-        d = self.sim.depot_latlng
-        return float(haversine_m(self.lat, self.lng, d[0], d[1])) > 30
+        return self._far_from(*self.sim.depot_latlng)
 
-    async def _end_shift(self) -> None:
-        if self.to_return:
-            if self._far_from_depot():
-                await self.drive_to(*self.sim.depot_latlng)
-            await self._return_parcels()
-        await self.session.post("/v1/driver/shift/end")
+    def _far_from(self, lat: float, lng: float) -> bool:
+        return float(haversine_m(self.lat, self.lng, lat, lng)) > 30
 
     async def maybe_break(self) -> None:
         sim = self.sim
@@ -222,9 +218,15 @@ class Driver:
         """The first stop of the list we still have to do (a delivery whose parcel is not on board sends us to the depot)."""
         if not self.tasks:
             return None
-        for s in self.tasks.get("stops", ()):
+        stops = self.tasks.get("stops", ())
+        # dispatch.md: a van first finishes what is on board, then calls at the depot to load.
+        on_board_first = any(s.get("kind") == "delivery" and s.get("package_code") in self.on_board and self._open(s)
+                             for s in stops)
+        for s in stops:
             if s.get("kind") == "depot":
-                if any(code not in self.on_board for code in s.get("load", ())) and \
+                if on_board_first:
+                    continue
+                if any(self._to_load(code) for code in s.get("load", ())) and \
                         self.handled.get(f"depot:{s.get('seq')}") != self.tasks_version:
                     return s
                 continue
@@ -241,6 +243,15 @@ class Driver:
                         "lng": self.sim.depot_latlng[1], "load": [s.get("package_code")]}
             return s
         return None
+
+    def _open(self, s: dict) -> bool:
+        job = s.get("job_id")
+        return bool(job) and job not in self.finished and s.get("state") not in FINAL_STATES and \
+            self.handled.get(job, -1) < self.tasks_version and s.get("package_code") not in self.to_return
+
+    def _to_load(self, code: str) -> bool:
+        """A parcel of a depot stop still to pick up (not on board, and not refused under this very task list)."""
+        return code not in self.on_board and self.refused.get(code, -1) < self.tasks_version
 
     # -- doing things ----------------------------------------------------------------------------------
     async def drive_to(self, lat: float, lng: float) -> None:
@@ -264,21 +275,28 @@ class Driver:
         sim = self.sim
         log.debug("driver %s v%s: to %s %s (%s) load=%s", self.id, self.tasks_version, stop.get("kind"), stop.get("job_id"),
                   stop.get("state"), stop.get("load"))
-        await self.drive_to(float(stop["lat"]), float(stop["lng"]))
-        t, w = sim.clock.now(), time.time()
         if stop.get("kind") == "depot":
-            sim.truth.write("arrive", t, w, d=self.id, stop="depot")
-            codes = [c for c in stop.get("load", ()) if c not in self.on_board]
-            await sim.clock.sleep(sim.cfg.load_s + 5.0 * len(codes))
+            if self._far_from(float(stop["lat"]), float(stop["lng"])):
+                await self.drive_to(float(stop["lat"]), float(stop["lng"]))
+            version = self.tasks_version
+            sim.truth.write("arrive", sim.clock.now(), time.time(), d=self.id, stop="depot")
             await self._return_parcels()
-            for code in codes:
+            loaded = 0
+            for code in [c for c in stop.get("load", ()) if self._to_load(c)]:
                 lat, lng, _acc = self._phone_position()
                 r = await self.session.post("/v1/driver/scans", json={"kind": "pickup", "code": code, "lat": lat, "lng": lng})
                 sim.metrics.count(f"scan.pickup.{r.status_code}")
                 if r.status_code == 200:
                     self.on_board.add(code)
-            self.handled[f"depot:{stop.get('seq')}"] = self.tasks_version
+                    loaded += 1
+                else:  # moved to another van by a re-plan, or not ready: wait for the next task list
+                    self.refused[code] = version
+            if loaded:
+                await sim.clock.sleep(sim.cfg.load_s + 5.0 * loaded)
+            self.handled[f"depot:{stop.get('seq')}"] = version
             return
+        await self.drive_to(float(stop["lat"]), float(stop["lng"]))
+        t, w = sim.clock.now(), time.time()
         job, code = stop["job_id"], stop["package_code"]
         sim.truth.write("arrive", t, w, d=self.id, stop="delivery", job=job, lat=self.lat, lng=self.lng)
         sim.metrics.arrivals.setdefault(job, t)  # the first arrival at the door is what an ETA predicts

@@ -210,9 +210,11 @@ class Simulation:
                     await main
             finally:
                 self.drivers_stop.set()
-                done, pending = await asyncio.wait(tasks, timeout=max(30.0, 3 * cfg.load_s / cfg.speedup + 30))
+                done, pending = await asyncio.wait(tasks, timeout=20.0 + 60.0 / cfg.speedup)  # then cut short: shifts still end
                 for t in pending:
                     t.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=15.0)
                 for t in done:
                     if t.exception() is not None:
                         log.warning("a driver stopped with an error: %r", t.exception())
