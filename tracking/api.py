@@ -335,29 +335,45 @@ async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal,
     async with app.state.tracking_connect_sem:
         driver_id = await eta.driver_of_order(app.state.redis, prefix=app.state.settings.redis_prefix, order_id=order_id)
         snapshot = await customer_snapshot(app, order_id, delivered)
-    queue = await fanout.watch(driver_id) if driver_id is not None else None
-    try:
-        await websocket.send_text(orjson.dumps(snapshot).decode())
-        closed = asyncio.ensure_future(websocket.receive())  # noticing the client leave
+    queue: asyncio.Queue = await fanout.watch(driver_id) if driver_id is not None else asyncio.Queue()
+    last_sent = [time.monotonic()]
+
+    async def heartbeat() -> None:
+        # The "at least every 30 s" push: one sleeping task per watcher that wakes the pump when
+        # nothing went out for SNAPSHOT_EVERY_S, instead of a timer armed per message.
         while True:
-            getter = asyncio.ensure_future(queue.get()) if queue else asyncio.ensure_future(asyncio.sleep(SNAPSHOT_EVERY_S))
-            done, _pending = await asyncio.wait({getter, closed}, timeout=SNAPSHOT_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
-            if closed in done:
-                getter.cancel()
-                return
-            if getter in done and queue is not None:
-                update = getter.result()
-                view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
-            else:
-                getter.cancel()
+            await asyncio.sleep(max(0.5, last_sent[0] + SNAPSHOT_EVERY_S - time.monotonic()))
+            if time.monotonic() - last_sent[0] >= SNAPSHOT_EVERY_S:
+                queue.put_nowait(None)
+                last_sent[0] = time.monotonic()
+
+    async def pump() -> None:
+        while True:
+            update = await queue.get()
+            if update is None:
                 async with app.state.tracking_connect_sem:
                     view = await customer_snapshot(app, order_id, delivered)
-            await websocket.send_text(orjson.dumps(view).decode())
+            else:
+                view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
+            try:
+                await websocket.send_text(orjson.dumps(view).decode())
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return  # the client left; the receive loop below notices and cleans up
+            last_sent[0] = time.monotonic()
+
+    tasks = []
+    try:
+        await websocket.send_text(orjson.dumps(snapshot).decode())
+        tasks = [asyncio.create_task(pump()), asyncio.create_task(heartbeat())]
+        while True:  # the client says nothing; a receive returns when it leaves
+            if (await websocket.receive())["type"] == "websocket.disconnect":
+                return
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
-        if queue is not None:
+        for t in tasks:
+            t.cancel()
+        if driver_id is not None:
             await fanout.unwatch(driver_id, queue)
-
 
 __all__ = ["customer_view", "router", "ws_router", "PingIn"]
