@@ -112,3 +112,27 @@ def test_drivers_with_breaks_get_insertions_and_warm_reoptimisation_that_respect
     again = vrp.solve(grown, time_limit_s=0.5, previous=inserted)
     assert vrp.check(grown, again) == []
     assert len(again.unassigned) <= len(inserted.unassigned)
+
+
+def test_reoptimisation_that_keeps_vehicles_moves_no_job_and_keeps_prefixes(live):
+    problem, new, plan = live
+    grown = dataclasses.replace(problem, jobs=problem.jobs + new)
+    inserted = vrp.insert(grown, plan=plan)
+    again = vrp.solve(grown, time_limit_s=0.5, previous=inserted, keep_vehicles=True)
+    assert vrp.check(grown, again) == []
+    assert again.churn == 0.0
+    assert again.vehicle_of() == inserted.vehicle_of()
+    assert again.distance_m <= inserted.distance_m + 1e-6
+
+
+@pytest.mark.parametrize("bound", [0.0, 0.1])
+def test_bounded_churn_reoptimisation_stays_within_its_bound(live, bound):
+    problem, new, plan = live
+    grown = dataclasses.replace(problem, jobs=problem.jobs + new)
+    inserted = vrp.insert(grown, plan=plan)
+    again = vrp.solve(grown, time_limit_s=0.5, previous=inserted, max_churn=bound)
+    assert vrp.check(grown, again) == []
+    assert again.engine == "bounded-churn"
+    assert again.churn <= bound
+    assert len(again.unassigned) <= len(inserted.unassigned)
+    assert again.distance_m <= inserted.distance_m + 1e-6
