@@ -73,6 +73,7 @@ class Driver:
     ws: object | None = None
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    backlog: list = field(default_factory=list)  # fixes waiting for the MQTT connection
 
     @property
     def id(self) -> int:
@@ -362,6 +363,12 @@ class Driver:
                 return
             now = time.time()
             payloads = [f.payload(self.id, now) for f in fixes]
+            if sim.cfg.transport == "mqtt" and self.mqtt is None:
+                # Not connected (yet, or the broker has not learnt our password): the app buffers, like in a tunnel.
+                self.backlog = (self.backlog + payloads)[-3600:]
+                continue
+            if self.backlog:
+                payloads, self.backlog = self.backlog + payloads, []
             try:
                 if len(payloads) > sim.cfg.burst_http_over:
                     r = await self.session.post("/v1/tracking/me/pings", json=payloads)
@@ -378,11 +385,6 @@ class Driver:
 
     async def _send_mqtt(self, payloads: list[dict]) -> None:
         client = self.mqtt
-        if client is None:
-            # Not connected (yet): the app buffers; the next burst goes over HTTP.
-            r = await self.session.post("/v1/tracking/me/pings", json=payloads)
-            self.sim.metrics.on_batch(r)
-            return
         topic = f"{self.sim.cfg.topic_root}/drivers/{self.id}/location"
         for p in payloads:
             await client.publish(topic, json.dumps(p, separators=(",", ":")), qos=1)

@@ -64,7 +64,10 @@ def compute(result) -> dict:
     return {
         "orders": {"book": len(placed), "placed": len(ok), "not_placed": len(placed) - len(ok), "delivered": delivered,
                    "failed_explicitly": failed, "open": open_, "lost": lost, "by_state": dict(states),
-                   "by_channel": dict(Counter(p.channel for p in ok))},
+                   "by_channel": dict(Counter(p.channel for p in ok)),
+                   # shop orders whose order.paid never became a dispatch job (no job with the order number as reference)
+                   "shop_orders_without_job": sum(1 for p in ok if p.channel == "commerce" and p.order_number
+                                                  and p.order_number not in result.jobs_by_reference)},
         "on_time": {"judged": len(judged), "on_time": on_time, "pct": round(100 * on_time / len(judged), 1) if judged else None},
         "km_driven": round(km, 2),
         "eta_error": eta_out,
@@ -94,7 +97,8 @@ def terminal(g: dict) -> str:
     lines = [
         "── Serena simulation grade ──────────────────────────────────────",
         f"orders      placed {o['placed']} (of {o['book']}; {o['not_placed']} refused)  delivered {o['delivered']}  "
-        f"failed {o['failed_explicitly']}  open {o['open']}  lost {o['lost']}",
+        f"failed {o['failed_explicitly']}  open {o['open']}  lost {o['lost']}"
+        + (f"  (shop orders that never became a delivery: {o['shop_orders_without_job']})" if o["shop_orders_without_job"] else ""),
         f"on time     {_f(g['on_time']['pct'], '.1f', ' %')} of {g['on_time']['judged']} delivered   km driven {g['km_driven']:.1f}",
     ]
     for h, e in g["eta_error"].items():

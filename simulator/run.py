@@ -111,6 +111,7 @@ class Result:
     cpu: dict = field(default_factory=dict)
     wall_s: float = 0.0
     out_dir: Path | None = None
+    jobs_by_reference: dict = field(default_factory=dict)
 
 
 class Simulation:
@@ -187,7 +188,10 @@ class Simulation:
                 drng = np.random.default_rng([cfg.seed, 3, a.index])
                 self.drivers.append(Driver(self, a, api.Session(http, a.email, a.password), Phone(model, drng), drng,
                                            factor=float(np.clip(rng.normal(1.0, 0.08), 0.75, 1.25))))
-            log.info("bootstrap done in %.1f s: depot %s, %d drivers", time.time() - wall_start, self.depot["id"], len(accounts))
+            from tqdm import tqdm
+
+            tqdm.write(f"bootstrap: depot {self.depot['id']}, {len(accounts)} drivers and vans created in "
+                       f"{time.time() - wall_start:.1f} s; {len(self.book)} orders in the book")
             self.clock.start()
             tasks = [asyncio.ensure_future(self._start_driver(d, i)) for i, d in enumerate(self.drivers)]
             ticker = asyncio.ensure_future(self._ticker())
@@ -233,7 +237,8 @@ class Simulation:
         cpu["drive_phase"] = self.metrics.counters.get("cpu.drive_phase_cores_x1000", 0) / 1000
         cfgd = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
                 if k not in ("admin_password", "admin_totp_secret", "stripe_api_key")}
-        return Result(cfgd, self.placed, self.metrics, self.truth.records, platform, cpu, wall, self.out_dir)
+        return Result(cfgd, self.placed, self.metrics, self.truth.records, platform, cpu, wall, self.out_dir,
+                      self.jobs_by_reference)
 
     async def _start_driver(self, d: Driver, i: int) -> None:
         await asyncio.sleep(min(i * 0.02, 10.0))  # stagger sign-ins: argon2 verification is deliberately slow
