@@ -37,7 +37,7 @@ services-down:
 DEMO_ADMIN_EMAIL    ?= admin@serena.local
 DEMO_ADMIN_PASSWORD ?= serena-demo-admin
 DEMO_TOTP_SECRET    ?= SERENADEMOTOTPSECRETDEVONLY23456
-DEMO_SIM_ARGS       ?= --city default --drivers 12 --orders-per-hour 150 --speedup 1 --duration 1h --commerce-share 0.3 --watch-share 0.5
+DEMO_SIM_ARGS       ?= --city default --drivers 12 --orders-per-hour 150 --speedup 1 --duration 1h --drain 3600 --commerce-share 0.3 --watch-share 0.5
 
 demo: services
 	$(BIN)/serena migrate
