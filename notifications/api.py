@@ -12,6 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Response
 
 from core import audit
+from core.errors import ValidationFailed
 from core.rbac import Permission
 from notifications import preferences, service
 from notifications.schemas import (
@@ -101,3 +102,15 @@ async def set_preference(body: PreferenceSet, db: Db, principal=require(Permissi
                        object_type="notification_recipient", object_id=preferences.normalise(body.recipient)[:64],
                        after=body.model_dump())
     return await preferences.list_for(db, recipient=body.recipient)
+
+
+@router.post("/v1/notifications/unsubscribe/{token}", response_model=PreferenceRead)
+async def unsubscribe(token: str, db: Db, settings: SettingsDep, _=require(Permission.PUBLIC)):
+    """One-click unsubscribe (RFC 8058) from the link in an e-mail: the signed token is the authorisation."""
+    try:
+        recipient, channel, category = preferences.read_unsubscribe_token(settings.jwt_secret, token)
+    except ValueError:
+        raise ValidationFailed("invalid unsubscribe link") from None
+    await preferences.set_preference(db, recipient=recipient, channel=channel, category=category, opted_out=True)
+    [pref] = [p for p in await preferences.list_for(db, recipient=recipient) if (p.channel, p.category) == (channel, category)]
+    return pref

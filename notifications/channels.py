@@ -56,6 +56,7 @@ class Message:
     idempotency_key: str = ""  # sent as a header (webhook) / Message-ID seed (e-mail)
     secret: str = ""  # webhook signing key
     event_type: str = ""
+    unsubscribe_url: str = ""  # e-mail: List-Unsubscribe (one-click, RFC 8058)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,9 @@ def build_email(message: Message, *, sender: str) -> EmailMessage:
     # A stable Message-ID per notification: a duplicate that still slipped through is
     # recognisable (and collapsed by many mail clients).
     msg["Message-ID"] = f"<{message.idempotency_key or uuid.uuid4()}@{domain}>"
+    if message.unsubscribe_url:
+        msg["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(message.text)
     if message.html:
         msg.add_alternative(message.html, subtype="html")

@@ -9,6 +9,11 @@ person across orders and guest checkouts.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,3 +50,31 @@ async def set_preference(db: AsyncSession, *, recipient: str, channel: str, cate
 async def list_for(db: AsyncSession, *, recipient: str) -> list[Preference]:
     return list((await db.execute(select(Preference).where(Preference.recipient == normalise(recipient))
                                   .order_by(Preference.channel, Preference.category))).scalars())
+
+
+# --- one-click unsubscribe (RFC 8058) -----------------------------------------------------
+
+_TOKEN_CONTEXT = b"serena.notifications.unsubscribe:"  # domain separation: the key is the JWT secret
+
+
+def unsubscribe_token(secret: str, *, recipient: str, channel: str, category: str) -> str:
+    """A link token that opts `recipient` out of `category` on `channel`; needs no sign-in and never expires."""
+    data = base64.urlsafe_b64encode(json.dumps([normalise(recipient), channel, category]).encode()).rstrip(b"=")
+    mac = hmac.new(secret.encode(), _TOKEN_CONTEXT + data, hashlib.sha256).hexdigest()[:32]
+    return f"{data.decode()}.{mac}"
+
+
+def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str, str]:
+    """(recipient, channel, category) of a valid token; ValueError otherwise."""
+    data, _, mac = token.partition(".")
+    good = hmac.new(secret.encode(), _TOKEN_CONTEXT + data.encode(), hashlib.sha256).hexdigest()[:32]
+    if not mac or not hmac.compare_digest(mac, good):
+        raise ValueError("invalid unsubscribe link")
+    recipient, channel, category = json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
+    return recipient, channel, category
+
+
+def unsubscribe_url(settings, *, recipient: str, channel: str, category: str) -> str:
+    """The one-click link (POST) for a message's List-Unsubscribe header and footer."""
+    token = unsubscribe_token(settings.jwt_secret, recipient=recipient, channel=channel, category=category)
+    return f"{settings.notifications_public_url.rstrip('/')}/v1/notifications/unsubscribe/{token}"

@@ -95,6 +95,7 @@ def _context(settings: Settings, contact: Contact, payload: dict[str, Any]) -> d
         "eta_earliest": payload.get("earliest") or contact.eta_earliest,
         "eta_latest": payload.get("latest") or contact.eta_latest,
         "reason": payload.get("reason") or "",
+        "unsubscribe_url": None,
     }
 
 
@@ -155,6 +156,9 @@ class Handler:
                      context: dict[str, Any]) -> tuple[bool, list[int]]:
         """Write one message row (suppressed if the recipient opted out); (allowed, ids of new queued rows)."""
         ok, why = await preferences.allowed(db, recipient=recipient, channel=channel, category=rule.category)
+        if channel == Channel.EMAIL:
+            context = {**context, "unsubscribe_url": preferences.unsubscribe_url(
+                self.settings, recipient=recipient, channel=channel, category=rule.category)}
         rendered = templates.render(rule.kind, channel, contact.locale, context)
         values = dict(event_id=event.event_id, event_type=event.type, channel=str(channel), recipient=recipient,
                       kind=rule.kind, category=rule.category, order_id=contact.order_id, locale=rendered.locale,

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 
 from core.settings import Settings
-from notifications import channels
+from notifications import channels, preferences
 from notifications.channels import Message, SendFailed
 from notifications.models import Channel, State
 
@@ -42,7 +42,7 @@ REQUEUE_AFTER_S = 60  # a queued row due this long ago has lost its task (crash 
 _CLAIM = """
 UPDATE notifications SET state = 'sending', attempts = attempts + 1, sending_at = now(), updated_at = now()
  WHERE id = $1 AND state = 'queued'
-RETURNING id, event_id, event_type, channel, recipient, subject, body_text, body_html, attempts, endpoint_id
+RETURNING id, event_id, event_type, channel, category, recipient, subject, body_text, body_html, attempts, endpoint_id
 """
 
 
@@ -75,6 +75,9 @@ async def deliver(conn: asyncpg.Connection, *, settings: Settings, notification_
     channel = row["channel"]
     message = Message(channel=channel, recipient=row["recipient"], subject=row["subject"], text=row["body_text"],
                       html=row["body_html"], idempotency_key=f"{row['event_id']}", event_type=row["event_type"])
+    if channel == Channel.EMAIL:
+        message = dataclasses.replace(message, unsubscribe_url=preferences.unsubscribe_url(
+            settings, recipient=row["recipient"], channel=channel, category=row["category"]))
     if channel == Channel.WEBHOOK:
         ep = await conn.fetchrow("SELECT url, secret, active, deleted_at FROM webhook_endpoints WHERE id = $1", row["endpoint_id"])
         if ep is None or not ep["active"] or ep["deleted_at"] is not None:

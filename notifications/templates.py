@@ -66,7 +66,7 @@ def render(kind: str, channel: str, locale: str | None, context: dict[str, Any])
     """Render `kind` for `channel` ("email" or "sms") in the best available locale."""
     env = environment()
     for loc in locale_chain(locale):
-        context = {**context, "lang": loc}
+        context = {"unsubscribe_url": None, **context, "lang": loc}
         try:
             if channel == "email":
                 name = f"{loc}/{kind}.email.txt"

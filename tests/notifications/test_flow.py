@@ -32,13 +32,18 @@ def delivery_event(order_event: Event, type_: str, **extra) -> Event:
                           "driver_id": 7, "attempts": 1, "reason": None, **extra})
 
 
-async def rows(pool, event: Event) -> list:
-    return await pool.fetch("SELECT * FROM notifications WHERE event_id = $1 ORDER BY id", event.event_id)
+CUSTOMER = ("email", "sms")
 
 
-async def settled(pool, event: Event, n: int = 1):
+async def rows(pool, event: Event, channels: tuple[str, ...] = CUSTOMER) -> list:
+    """The event's messages on `channels` (other tests' webhook endpoints may take the same event)."""
+    return await pool.fetch("SELECT * FROM notifications WHERE event_id = $1 AND channel = ANY($2) ORDER BY id",
+                            event.event_id, list(channels))
+
+
+async def settled(pool, event: Event, n: int = 1, channels: tuple[str, ...] = CUSTOMER):
     """The event's rows once `n` of them exist and none is still queued or sending."""
-    rs = await rows(pool, event)
+    rs = await rows(pool, event, channels)
     return rs if len(rs) >= n and all(r["state"] in ("sent", "failed", "suppressed") for r in rs) else None
 
 
@@ -129,7 +134,7 @@ async def test_delivery_completed_posts_a_signed_webhook(pool, publish, worker_p
     secret = resp.json()["secret"]
     paid = order_paid()
     ev = await publish(delivery_event(paid, "delivery.completed"))
-    [row] = await wait_for(lambda: settled(pool, ev), what="the webhook", proc=worker_process)
+    [row] = await wait_for(lambda: settled(pool, ev, channels=("webhook",)), what="the webhook", proc=worker_process)
     assert row["state"] == "sent", row["last_error"]
     [req] = receiver.for_path("/signed")
     headers = {k.lower(): v for k, v in req["headers"].items()}
@@ -152,7 +157,7 @@ async def test_webhook_answering_500_twice_is_delivered_on_the_third_attempt_wit
         "subscriber": "flaky", "url": receiver.url("/flaky"), "event_types": ["delivery.*"]})
     endpoint_id = resp.json()["id"]
     ev = await publish(delivery_event(order_paid(), "delivery.failed", reason="nobody home"))
-    [row] = await wait_for(lambda: settled(pool, ev), what="the webhook", proc=worker_process)
+    [row] = await wait_for(lambda: settled(pool, ev, channels=("webhook",)), what="the webhook", proc=worker_process)
     assert (row["state"], row["attempts"]) == ("sent", 3)
     log = (await client.get(f"/v1/notifications/webhooks/{endpoint_id}/deliveries", headers=admin.headers)).json()
     log.reverse()
@@ -177,3 +182,23 @@ async def test_a_bad_webhook_url_is_refused_with_a_reason(client, make_account):
     resp = await client.post("/v1/notifications/webhooks", headers=dispatcher_no_rights.headers,
                              json={"subscriber": "x", "url": "https://example.com/h", "event_types": ["order.paid"]})
     assert resp.status_code == 403
+
+
+async def test_one_click_unsubscribe_link_stops_the_next_emails(pool, publish, worker_settings, worker_process, client):
+    addr = f"leaver-{uuid.uuid4().hex[:6]}@example.test"
+    first = await publish(order_paid(email_addr=addr))
+    await wait_for(lambda: settled(pool, first), what="first confirmation", proc=worker_process)
+    [path] = eml_files(worker_settings, first)
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = msg["List-Unsubscribe"].strip("<>")
+    assert link in msg.get_body(("html",)).get_content()
+    resp = await client.post("/" + link.split("://", 1)[1].split("/", 1)[1])
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["recipient"], resp.json()["channel"], resp.json()["opted_out"]) == (addr, "email", True)
+    forged = link[:-4] + ("0000" if not link.endswith("0000") else "1111")
+    assert (await client.post("/" + forged.split("://", 1)[1].split("/", 1)[1])).status_code == 422
+    second = await publish(order_paid(email_addr=addr))
+    [row] = await wait_for(lambda: settled(pool, second), what="second order", proc=worker_process)
+    assert row["state"] == "suppressed"
+    assert eml_files(worker_settings, second) == []
