@@ -202,7 +202,7 @@ class Handler:
                 except Exception:  # noqa: BLE001 - the rows are committed; recover() re-enqueues them
                     log.exception("could not enqueue %d notifications; the recovery sweep will", len(todo))
 
-            def after_rollback(session) -> None:
+            def after_rollback(session, previous_transaction) -> None:
                 session.info.pop("notifications_pending", None)
 
             sa_event.listen(sync, "after_commit", after_commit, once=True)
