@@ -179,3 +179,35 @@ def test_etas_use_the_routing_engines_travel_times_when_a_graph_is_configured():
     out = eta.compute([{"stop_id": "x", "lat": float(g.lat[b]), "lng": float(g.lng[b]), "service_s": 0}],
                       lat=float(g.lat[a]), lng=float(g.lng[a]), now=0.0, travel=travel)
     assert out[0].eta_s == t
+
+
+async def test_eta_is_republished_only_when_it_moves_a_minute_or_every_30_seconds(redis, tsettings, new_driver_id):
+    from tracking.validate import Fix
+
+    d = new_driver_id()
+    order = f"o-{d}"
+    await eta.write_plan(redis, prefix=tsettings.redis_prefix, driver_id=d,
+                         stops=[{"stop_id": f"s-{d}", "order_id": order, "lat": 60.20, "lng": 24.94}])
+    clock = [1000.0]
+    speed = [10.0]  # m/s: the stub travel model, so the test can move the ETA at will
+    stage = eta.EtaStage(settings=tsettings, redis=redis, clock=lambda: clock[0],
+                         travel=lambda a, b, c, e: 3000.0 / speed[0], refresh_s=0.0)
+    push = eta.make_push(tsettings, stage)
+
+    async def step(ts: float) -> dict | None:
+        f = Fix(d, int(ts), ts, 60.17, 24.94, 5.0, None, None, ts)
+        await stage([f])
+        await push([f], redis)
+        return stage.pending_eta.get(order) and orjson.loads(stage.pending_eta[order])
+
+    first = await step(1000.0)
+    assert first is not None and first["latest"] > first["earliest"]
+    speed[0] = 10.5  # ETA 14 s earlier: not worth telling the customer
+    clock[0] = 1005.0
+    assert await step(1005.0) is None
+    speed[0] = 5.0  # 300 s later: a change the customer must see
+    clock[0] = 1010.0
+    moved = await step(1010.0)
+    assert moved is not None and moved["latest"] - first["latest"] > 60
+    clock[0] = 1041.0  # unchanged, but 31 s since the last push
+    assert await step(1041.0) is not None
