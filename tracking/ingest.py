@@ -186,10 +186,14 @@ class Pipeline:
             return
         try:
             rows = [f.to_live() for f in fresh]
-            present, _updated = await self.live.update(rows)
-            pairs = [(self.live.keys.fleet, orjson.dumps(rows))]
-            if self.push is not None:
-                pairs += await self.push(fresh, self.redis)
+            present, updated = await self.live.update(rows)
+            # Push only what moved the live state: a replica whose memory of a driver is behind
+            # (another replica stored newer fixes) must not send the customer back in time.
+            moved = set(updated)
+            newer = [f for f in fresh if f.driver_id in moved]
+            pairs = [(self.live.keys.fleet, orjson.dumps([r for r in rows if r["driver_id"] in moved]))] if newer else []
+            if self.push is not None and newer:
+                pairs += await self.push(newer, self.redis)
             await self.live.publish_many(pairs)
             for stage in self.stages:
                 hook = getattr(stage, "after_commit", None)

@@ -97,3 +97,26 @@ async def test_http_and_websocket_sources_are_recorded(pipeline, pool, new_drive
     d = new_driver_id()
     await pipeline.process([inbound(ping(d, 1), source=Source.HTTP_BATCH), inbound(ping(d, 2), source=Source.WEBSOCKET)])
     assert [(r["seq"], r["source"]) for r in await _rows(pool, d)] == [(1, Source.HTTP_BATCH), (2, Source.WEBSOCKET)]
+
+
+async def test_a_replica_that_is_behind_does_not_push_an_older_position(tsettings, pool, redis, new_driver_id):
+    from tracking import live
+
+    d = new_driver_id()
+    t = time.time()
+    from tracking.ingest import Pipeline
+
+    pushed: list[int] = []
+
+    async def record(fixes, r):
+        pushed.extend(f.seq for f in fixes)
+        return []
+
+    # Two replicas, each with its own memory of the driver.
+    pipeline_a = Pipeline(settings=tsettings, pool=pool, redis=redis, push=record)
+    pipeline_b = Pipeline(settings=tsettings, pool=pool, redis=redis, push=record)
+    await pipeline_a.process([inbound(ping(d, 1, ts=t - 10))])
+    await pipeline_b.process([inbound(ping(d, 3, ts=t - 2, lat=60.1702))])  # b stores the newest
+    await pipeline_a.process([inbound(ping(d, 2, ts=t - 6, lat=60.1701))])  # a is behind: seq 2 is older than 3
+    assert pushed == [1, 3]
+    assert (await live.LiveState(redis, tsettings.redis_prefix).get([d]))[d]["seq"] == 3
