@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -57,26 +58,42 @@ def _env(s: Settings) -> dict[str, str]:
     return env
 
 
+def start_worker(s: Settings, *, log_name: str = "worker.log", **env: str) -> subprocess.Popen:
+    """`serena worker` as a subprocess in a session of its own (so its Celery child can be killed with it)."""
+    log = open(Path(s.data_dir) / log_name, "ab")  # noqa: SIM115 - the child holds it
+    try:
+        return subprocess.Popen([sys.executable, "-m", "serena.cli", "worker"], cwd=REPO, env={**_env(s), **env},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        log.close()
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wipe_prefix(s: Settings) -> None:
+    import redis as syncredis
+
+    r = syncredis.from_url(s.redis_url)
+    for key in r.scan_iter(match=s.redis_prefix + "*", count=1000):
+        r.delete(key)
+    r.close()
+
+
 @pytest.fixture(scope="session")
 def worker_process(worker_settings: Settings):
     """`serena worker` running until the end of the session."""
-    log = open(Path(worker_settings.data_dir) / "worker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "serena.cli", "worker"], cwd=REPO, env=_env(worker_settings),
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = start_worker(worker_settings)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-    import redis as syncredis
-
-    r = syncredis.from_url(worker_settings.redis_url)
-    for key in r.scan_iter(match=worker_settings.redis_prefix + "*", count=1000):
-        r.delete(key)
-    r.close()
+    stop_worker(proc)
+    wipe_prefix(worker_settings)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -114,12 +131,19 @@ class Receiver:
     def __init__(self):
         self.requests: list[dict] = []
         self.scripts: dict[str, list[int]] = {}  # path → status codes to answer, in order
+        self.hold: dict[str, threading.Event] = {}  # path → the first request waits for this before answering
         self.lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                gate = outer.hold.pop(self.path, None)
+                if gate is not None:
+                    with outer.lock:
+                        outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "status": None})
+                    gate.wait(60)
+                    return  # the sender is gone by now: no answer
                 with outer.lock:
                     script = outer.scripts.get(self.path) or []
                     status = script.pop(0) if script else 200
