@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import audit
 from core.errors import NotFound, ValidationFailed
 from core.settings import Settings
-from notifications import channels
+from notifications import channels, preferences
 from notifications.models import Notification, WebhookDelivery, WebhookEndpoint
 from notifications.schemas import WebhookCreate, WebhookUpdate
 
@@ -118,5 +118,5 @@ async def list_notifications(*, db: AsyncSession, state: str | None = None, chan
     if order_id:
         stmt = stmt.where(Notification.order_id == order_id)
     if recipient:
-        stmt = stmt.where(Notification.recipient == recipient.strip().lower() if "@" in recipient else recipient)
+        stmt = stmt.where(Notification.recipient == preferences.normalise(recipient))
     return list((await db.execute(stmt)).scalars())
