@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+from datetime import UTC, datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -41,17 +42,30 @@ class Rule:
     channels: tuple[str, ...]  # in order of preference
     all_channels: bool  # True: every channel the contact has; False: the first one they have
     category: str = Category.TRANSACTIONAL.value
+    max_age_s: float | None = None  # older events (a backlog after an outage) are recorded as suppressed, not sent
 
 
 RULES: dict[str, Rule] = {
     "order.paid": Rule("order_confirmed", (Channel.EMAIL, Channel.SMS), all_channels=False),
-    "delivery.out_for_delivery": Rule("out_for_delivery", (Channel.EMAIL, Channel.SMS), all_channels=True),
+    "delivery.out_for_delivery": Rule("out_for_delivery", (Channel.EMAIL, Channel.SMS), all_channels=True,
+                                      max_age_s=6 * 3600),
     # Tracking's geofence (or ETA ≤ 5 min) says the driver is close. dispatch turns the same
     # fact into delivery.arriving; we take tracking's event (it is first) and not both.
-    "stop.arriving": Rule("arriving_soon", (Channel.SMS, Channel.EMAIL), all_channels=True),
+    "stop.arriving": Rule("arriving_soon", (Channel.SMS, Channel.EMAIL), all_channels=True, max_age_s=30 * 60),
     "delivery.completed": Rule("delivered", (Channel.EMAIL, Channel.SMS), all_channels=False),
     "delivery.failed": Rule("delivery_failed", (Channel.EMAIL, Channel.SMS), all_channels=True),
 }
+
+
+def age_s(event: Event, now: datetime | None = None) -> float | None:
+    """Seconds since the event was emitted (None if the entry carries no time)."""
+    try:
+        created = datetime.fromisoformat(event.created_at)
+    except ValueError:
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - created).total_seconds()
 
 
 def order_id_of(payload: dict[str, Any]) -> str | None:
@@ -156,6 +170,10 @@ class Handler:
                      context: dict[str, Any]) -> tuple[bool, list[int]]:
         """Write one message row (suppressed if the recipient opted out); (allowed, ids of new queued rows)."""
         ok, why = await preferences.allowed(db, recipient=recipient, channel=channel, category=rule.category)
+        age = age_s(event)
+        if ok and rule.max_age_s is not None and age is not None and age > rule.max_age_s:
+            # "Arriving in a few minutes" an hour late is worse than nothing.
+            ok, why = False, f"event is {age / 60:.0f} min old; {rule.kind} is only useful within {rule.max_age_s / 60:.0f} min"
         if channel == Channel.EMAIL:
             context = {**context, "unsubscribe_url": preferences.unsubscribe_url(
                 self.settings, recipient=recipient, channel=channel, category=rule.category)}

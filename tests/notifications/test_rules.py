@@ -51,3 +51,20 @@ async def test_an_enqueue_lost_after_the_commit_is_recovered_by_the_sweep(sessio
 
 def test_serena_up_runs_the_worker(settings):
     assert "worker" in [s.name for s in process_specs(settings)]
+
+
+async def test_an_arriving_soon_notice_for_a_stale_event_is_recorded_not_sent(sessions, pool, settings):
+    from datetime import UTC, datetime, timedelta
+
+    enqueued: list[int] = []
+    handler = Handler(settings=settings, enqueue=enqueued.extend)
+    paid = order_paid(email_addr=f"late-{uuid.uuid4().hex[:6]}@example.test")
+    old = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    arriving = Event(event_id=uuid.uuid4(), type="stop.arriving", created_at=old,
+                     payload={"driver_id": 1, "stop_id": "s", "order_id": paid.payload["order_id"]})
+    async with sessions() as db, db.begin():
+        await handler(db, paid)
+        await handler(db, arriving)
+    [row] = await pool.fetch("SELECT state, last_error FROM notifications WHERE event_id = $1", arriving.event_id)
+    assert row["state"] == "suppressed" and "only useful within 30 min" in row["last_error"]
+    assert len(enqueued) == 1  # the confirmation only
