@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--inserts", type=int, default=20)
     ap.add_argument("--time-limit", type=float, default=1.5, help="solver budget of a full re-plan (s)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--max-churn", type=float, default=0.2, help="share of stops a re-plan may move (the planner's default)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -106,7 +107,7 @@ def main() -> int:
         def replan():
             prob, _ = planner.build_problem(snap, settings, model)
             prev = planner.previous_solution(prob, snap)
-            return planner.solve(prob, prev, mode="full", time_limit_s=args.time_limit)
+            return planner.solve(prob, prev, mode="full", time_limit_s=args.time_limit, max_churn=args.max_churn)
         sol, dt = timed(replan)
         full_s.append(dt)
         churns.append(sol.churn or 0.0)

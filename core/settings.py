@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     dispatch_region: str = "default"  # region this planner plans (one leader per region, a lease in Redis)
     dispatch_graph: str = "default"  # road graph for plans: OSM file, graph dir, "default" (bundled Helsinki), "" = straight-line estimate
     dispatch_time_limit_s: float = Field(default=2.0, gt=0, le=60)  # budget of a full re-plan
+    dispatch_max_churn: float = Field(default=0.2, ge=0, le=1)  # share of stops a re-optimisation may move to another van
     dispatch_replan_interval_s: float = Field(default=60.0, gt=0)  # re-plan at least this often (ETA drift)
     dispatch_geofence_radius_m: float = Field(default=75.0, gt=0)  # a delivery scan within this of the drop-off counts as at the door
     dispatch_silent_after_s: float = Field(default=120.0, gt=0)  # on duty with no fix this long: "silent" exception

@@ -45,9 +45,34 @@ def point(lat: float, lng: float) -> WKTElement:
     return WKTElement(f"POINT({lng} {lat})", srid=4326)
 
 
+_LATLNG_CACHE: dict[str | bytes, tuple[float, float]] = {}
+
+
 def latlng(geom) -> tuple[float, float]:
+    """(lat, lng) of a point geometry; WKT we wrote ourselves is read without shapely (the
+    planner asks thousands of times per plan), anything else goes through `to_shape`."""
+    data = getattr(geom, "data", None)
+    if isinstance(data, str):
+        hit = _LATLNG_CACHE.get(data)
+        if hit is not None:
+            return hit
+        if data.startswith("POINT(") and data.endswith(")"):
+            lng_s, lat_s = data[6:-1].split()
+            value = (float(lat_s), float(lng_s))
+            if len(_LATLNG_CACHE) > 200_000:
+                _LATLNG_CACHE.clear()
+            _LATLNG_CACHE[data] = value
+            return value
+    key = bytes(data) if isinstance(data, (bytes, memoryview)) else None  # WKB from the database
+    if key is not None and (hit := _LATLNG_CACHE.get(key)) is not None:
+        return hit
     p = to_shape(geom)
-    return p.y, p.x
+    value = (p.y, p.x)
+    if key is not None:
+        if len(_LATLNG_CACHE) > 200_000:
+            _LATLNG_CACHE.clear()
+        _LATLNG_CACHE[key] = value
+    return value
 
 
 def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:

@@ -708,8 +708,12 @@ def solve_sequences(problem: Problem, *, routes: dict[str, Sequence[str]]) -> So
     seqs = {}
     for vid, ids in routes.items():
         seq = []
+        seen: set[tuple[str, str]] = set()  # a list scan per stop made long routes quadratic
         for jid in ids:
             job = jobs[jid]
-            seq += [(job, k) for k, _ in job.stops() if (job, k) not in seq]
+            for k, _ in job.stops():
+                if (jid, k) not in seen:
+                    seen.add((jid, k))
+                    seq.append((job, k))
         seqs[vid] = seq
     return _assemble(problem, reduced, seqs, {}, "given", None, time.perf_counter(), repair=False)
