@@ -573,7 +573,7 @@ if __name__ == "__main__":
     ap.add_argument("--messages", type=int, default=60_000, help="per throughput phase (0 = customer phase only)")
     ap.add_argument("--drivers", type=int, default=2_000)
     ap.add_argument("--replicas", type=int, default=2, help="ingest processes (and raw subscribers)")
-    ap.add_argument("--connections", type=int, default=2, help="MQTT connections per ingest process")
+    ap.add_argument("--connections", type=int, default=8, help="MQTT connections per ingest process")
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--batch-max", type=int, default=2000)
     ap.add_argument("--batch-wait-ms", type=int, default=20)

@@ -231,8 +231,11 @@ class MqttSource:
     """Shared-subscription consumer of `{root}/drivers/+/location` with PUBACK after storage.
 
     `connections` MQTT connections per process, each a persistent session named
-    `{group}-{replica}-{i}`: every connection has its own in-flight window at the broker, so
-    acknowledging after a batch commit does not cap throughput at one window per process.
+    `{group}-{replica}-{i}`. Every connection has its own in-flight window at the broker
+    (our Mosquitto's max_inflight_messages, 100), and since we acknowledge only after the
+    batch commits, one connection delivers at most ~100 messages per batch cycle: measured,
+    2 processes x 2 connections capped near 6,000 pings/s and 2 x 8 reached 10,800
+    (docs/benchmarks.md, Ingest). Hence the default of 8.
     Client ids must be stable across restarts (see core.mqtt.service_client): a restarted
     replica reclaims its session and with it the messages it had not acknowledged.
     """

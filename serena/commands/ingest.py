@@ -22,7 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="GPS ingestion (MQTT → validation
 
 @app.command("run")
 def run(replica: str = typer.Option(os.environ.get("SERENA_INGEST_REPLICA", "0"), help="stable name of this replica"),
-        connections: int = typer.Option(0, min=0, max=16, help="MQTT connections (0 = settings)")) -> None:
+        connections: int = typer.Option(0, min=0, max=32, help="MQTT connections (0 = settings)")) -> None:
     """Consume driver locations until SIGTERM / Ctrl-C."""
     from serena.commands.platform import settings_or_exit
     from tracking import ingest
