@@ -14,7 +14,7 @@ from core.db import Base, make_engine
 from core.settings import get_settings
 
 # Each domain's tables, so autogenerate sees them (a domain not written yet is skipped).
-for _module in ("dispatch.models", "tracking.models", "commerce.models"):
+for _module in ("dispatch.models", "tracking.models", "commerce.models", "notifications.models"):
     try:
         importlib.import_module(_module)
     except ModuleNotFoundError as _exc:

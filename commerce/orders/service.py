@@ -99,7 +99,7 @@ async def order_paid_payload(*, db: AsyncSession, order: Order) -> dict[str, Any
         "version": PAYLOAD_VERSION,
         "order_id": str(order.id),
         "order_number": order.number,
-        "contact": {"name": order.contact_name, "phone": order.phone},
+        "contact": {"name": order.contact_name, "phone": order.phone, "email": order.email},  # e-mail: notifications
         "dropoff": {"lat": lat, "lng": lng, "address": order.address_text},
         "window": {"start": order.window_start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
                    "end": order.window_end.astimezone(UTC).isoformat().replace("+00:00", "Z")},
