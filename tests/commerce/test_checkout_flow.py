@@ -63,7 +63,7 @@ async def test_guest_finds_a_product_pays_by_card_and_order_paid_reaches_the_str
     assert len(paid) == 1
     payload = json.loads(paid[0][b"payload"])
     assert payload["order_number"] == order["number"]
-    assert payload["contact"] == {"name": "Aino Virtanen", "phone": "+358401234567"}
+    assert payload["contact"] == {"name": "Aino Virtanen", "phone": "+358401234567", "email": "guest@example.test"}
     assert payload["dropoff"]["address"].startswith("Mannerheimintie")
     assert abs(payload["dropoff"]["lat"] - (shop.lat + 0.001)) < 1e-9
     assert payload["window"]["start"].endswith("Z") and payload["window"]["end"] > payload["window"]["start"]
