@@ -3,7 +3,8 @@
 One run measures, on the same broker and the same offered load:
 
 1. raw baseline — paho subscribers on the shared subscription that do nothing with a message
-   (auto-PUBACK), i.e. what the MQTT client library and broker deliver on this machine;
+   (auto-PUBACK), as many processes and connections as the ingest run uses: what the MQTT
+   client library and broker deliver on this machine;
 2. full pipeline — `serena ingest run` replicas (validate → match* → ETA/stop events →
    PostGIS COPY → Redis live → customer push), acknowledging after the commit;
    latency publish → stored is taken from the fleet feed, which ingest publishes right
@@ -198,26 +199,33 @@ def run_publishers(s: Settings, drivers: list[int], n: int, procs: int, rate: fl
 # --- raw baseline subscriber -------------------------------------------------------------------------
 
 
-def raw_subscriber(s: Settings, expect: int, out: mp.Queue, ready: mp.Event, idx: int) -> None:
+def raw_subscriber(s: Settings, expect: int, out: mp.Queue, ready: mp.Event, idx: int, connections: int = 1) -> None:
+    """`connections` paho clients on the shared subscription (as many as an ingest process uses), doing nothing."""
     ep = mqtt.parse_mqtt_url(s.mqtt_url)
     st = {"n": 0, "first": None, "last": None}
-    sub = threading.Event()
+    lock = threading.Lock()
+    subs = [threading.Event() for _ in range(connections)]
 
     def on_message(client, userdata, msg):
         t = time.time()
-        st["n"] += 1
-        if st["first"] is None:
-            st["first"] = t
-        st["last"] = t
+        with lock:
+            st["n"] += 1
+            if st["first"] is None:
+                st["first"] = t
+            st["last"] = t
 
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{idx}", protocol=paho.MQTTv5)
-    c.username_pw_set(s.mqtt_service_username, s.mqtt_service_password)
-    c.on_message = on_message
-    c.on_subscribe = lambda *a: sub.set()
-    c.connect(ep.host, ep.port)
-    c.subscribe(mqtt.shared("rawbench", mqtt.drivers_filter("location", root=s.mqtt_topic_root)), qos=1)
-    c.loop_start()
-    sub.wait(10)
+    clients = []
+    for j in range(connections):
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{idx}-{j}", protocol=paho.MQTTv5)
+        c.username_pw_set(s.mqtt_service_username, s.mqtt_service_password)
+        c.on_message = on_message
+        c.on_subscribe = (lambda e: (lambda *a: e.set()))(subs[j])
+        c.connect(ep.host, ep.port)
+        c.subscribe(mqtt.shared("rawbench", mqtt.drivers_filter("location", root=s.mqtt_topic_root)), qos=1)
+        c.loop_start()
+        clients.append(c)
+    for e in subs:
+        e.wait(10)
     ready.set()
     idle_since = time.time()
     last_n = 0
@@ -229,15 +237,16 @@ def raw_subscriber(s: Settings, expect: int, out: mp.Queue, ready: mp.Event, idx
             break
         elif time.time() - idle_since > 120:
             break
-    c.disconnect()
-    c.loop_stop()
+    for c in clients:
+        c.disconnect()
+        c.loop_stop()
     out.put(st)
 
 
-def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int) -> dict:
+def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int, connections: int = 1) -> dict:
     q: mp.Queue = mp.Queue()
     evs = [mp.Event() for _ in range(subs)]
-    ps = [mp.Process(target=raw_subscriber, args=(s, n, q, evs[i], i)) for i in range(subs)]
+    ps = [mp.Process(target=raw_subscriber, args=(s, n, q, evs[i], i, connections)) for i in range(subs)]
     for p in ps:
         p.start()
     for e in evs:
@@ -525,7 +534,8 @@ async def main(args, base: Settings, dsn: str) -> dict:
     ingest = []
     try:
         if args.messages:
-            out["raw_baseline"] = await asyncio.to_thread(raw_baseline, s, drivers, args.messages, args.publishers, args.replicas)
+            out["raw_baseline"] = await asyncio.to_thread(raw_baseline, s, drivers, args.messages, args.publishers,
+                                                          args.replicas, args.connections)
             print("raw baseline:", json.dumps(out["raw_baseline"]), file=sys.stderr, flush=True)
         ingest = start_ingest(s, args.replicas)
         if args.messages:
