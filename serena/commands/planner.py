@@ -20,7 +20,7 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
     from core import mqtt as coremqtt
     from core.consumer import Consumer
     from dispatch import events as devents
-    from dispatch import planner, watch
+    from dispatch import planner, travel, watch
 
     log = logging.getLogger("serena.planner")
     stop = stop or asyncio.Event()
@@ -72,6 +72,7 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
 
     async def leader_loop(mqtt_client) -> None:
         last_plan = 0.0
+        last_route_check = 0.0
         was_leader = False
         while not stop.is_set():
             leader = await lease.acquire_or_renew()
@@ -82,6 +83,13 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
             if leader:
                 await drain_pending()
                 await watch.silent_drivers(sessions=sessions, redis=redis, settings=settings, on_release=dirty.set)
+                if time.monotonic() - last_route_check >= 10:
+                    last_route_check = time.monotonic()
+                    try:
+                        await watch.off_route_drivers(sessions=sessions, redis=redis, settings=settings,
+                                                      model=travel.model_for(settings.dispatch_graph))
+                    except Exception:
+                        log.exception("off-route check failed")
                 due = time.monotonic() - last_plan >= settings.dispatch_replan_interval_s
                 if dirty.is_set() or due:
                     dirty.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -209,3 +210,47 @@ async def test_tracking_stop_arriving_marks_the_job_arriving_once(app, client, r
     # The plan projection tracking reads lists the job as the driver's stop.
     plan = await redis.hget(f"{plan_settings.redis_prefix}tracking:plans", str(driver.driver_id))
     assert plan is not None and job_id in plan.decode()
+
+
+async def test_a_driver_far_from_the_road_path_of_the_leg_raises_off_route(app, client, redis, plan_settings, depot, make_driver, pool):
+    import orjson
+
+    from dispatch import watch
+    from dispatch.travel import RoadGraph
+    from routing import graph
+
+    driver = await make_driver(at=DEPOT)
+    h = await _dispatcher_headers(client, app)
+    r = await client.post("/v1/deliveries", headers={**h, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}, json=delivery_body(60.1745, 24.9500))
+    job_id, code = r.json()["id"], r.json()["package_code"]
+    await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=h, json={"driver_id": driver.driver_id, "reason": "t"})
+    lease = planner.Lease(redis, planner.lease_key(plan_settings))
+    await lease.acquire_or_renew()
+    await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t", model=StraightLine())
+    assert (await client.post("/v1/driver/scans", headers=driver.headers,
+                              json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})).status_code == 200
+    model = RoadGraph(graph.default_city(progress=False))
+    live_key = f"{plan_settings.redis_prefix}tracking:live"
+
+    async def at(lat, lng):
+        await redis.hset(live_key, str(driver.driver_id), orjson.dumps({"lat": lat, "lng": lng, "ts": time.time()}))
+        return await watch.off_route_drivers(sessions=app.state.sessions, redis=redis, settings=plan_settings, model=model)
+
+    # 800 m south of the whole leg (depot → drop-off, both near the centre): off route.
+    assert driver.driver_id in await at(60.1630, 24.9440)
+    exc = await pool.fetchrow("SELECT * FROM dispatch_exceptions WHERE kind='off_route' AND subject=$1 AND resolved_at IS NULL",
+                              str(driver.driver_id))
+    assert exc is not None and "from the road path" in exc["detail"]
+    # Back at the depot end of the leg: resolved.
+    assert driver.driver_id not in await at(DEPOT[0], DEPOT[1])
+    assert await pool.fetchval("SELECT count(*) FROM dispatch_exceptions WHERE kind='off_route' AND subject=$1 AND resolved_at IS NULL",
+                               str(driver.driver_id)) == 0
+
+
+def test_distance_to_polyline():
+    from dispatch.watch import distance_to_polyline_m
+
+    line_lat = [60.0, 60.0]
+    line_lng = [24.0, 24.01]
+    assert distance_to_polyline_m(60.0, 24.005, line_lat, line_lng) < 0.01
+    assert abs(distance_to_polyline_m(60.001, 24.005, line_lat, line_lng) - 111.3) < 0.5
