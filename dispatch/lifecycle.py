@@ -58,8 +58,10 @@ def check(current: JobState, target: JobState) -> None:
 
 def payload(job: DeliveryJob, **extra) -> dict:
     """What every delivery event carries, so consumers need no lookup."""
+    order_id = job.idempotency_key.split(":", 1)[1] if job.idempotency_key.startswith("order:") else None
     return {
         "job_id": str(job.id),
+        "order_id": order_id,  # the commerce order behind it (tracking links, notifications, loyalty key on it)
         "reference": job.reference,
         "source": job.source,
         "idempotency_key": job.idempotency_key,
