@@ -44,17 +44,21 @@ MAX_BATCH = 10_000  # pings per HTTP batch (a day of 1 Hz pings is 86,400: the a
 SNAPSHOT_EVERY_S = 30.0  # a watcher gets the current state at least this often
 
 
-def ws_require(permission: Permission):
+def ws_require(permission: Permission, *, first_message: bool = False):
     """`serena.deps.require` for WebSocket routes (FastAPI does not hand a WebSocket to a `Request` parameter).
 
     Same checks and the same `serena_permission` marker, so the RBAC walk sees the route's one
     permission. A refused socket is closed with 1008 (policy violation) before it is accepted.
+    With `first_message=True` a socket without an Authorization header (a browser cannot set
+    one) is let through as ANONYMOUS, and the route must call `authenticate_first_message`.
     """
 
     async def dependency(websocket: WebSocket) -> Principal:
         header = websocket.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         creds = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if scheme.lower() == "bearer" and token else None
+        if creds is None and first_message and permission is not Permission.PUBLIC:
+            return ANONYMOUS
         try:
             principal = _principal(websocket.app.state.settings, creds)
         except AuthError:
@@ -69,6 +73,31 @@ def ws_require(permission: Permission):
     dependency.serena_permission = permission  # type: ignore[attr-defined]
     dependency.__name__ = f"ws_require_{permission.name.lower()}"
     return Depends(dependency)
+
+
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+
+
+async def authenticate_first_message(websocket: WebSocket, permission: Permission) -> Principal | None:
+    """After accept: read `{"type": "auth", "access_token": "..."}` and check it; close 4401/4403 and return None if bad."""
+    try:
+        raw = await asyncio.wait_for(websocket.receive_text(), timeout=FIRST_MESSAGE_TIMEOUT_S)
+        msg = orjson.loads(raw)
+    except (TimeoutError, WebSocketDisconnect, orjson.JSONDecodeError, KeyError, RuntimeError):
+        msg = None
+    if not isinstance(msg, dict) or msg.get("type") != "auth" or not isinstance(msg.get("access_token"), str):
+        await websocket.close(code=4401, reason='sign-in required: send {"type": "auth", "access_token": "..."} first')
+        return None
+    try:
+        principal = _principal(websocket.app.state.settings,
+                               HTTPAuthorizationCredentials(scheme="Bearer", credentials=msg["access_token"]))
+    except AuthError as exc:
+        await websocket.close(code=4401, reason=str(exc)[:120])
+        return None
+    if principal.anonymous or not allows(principal.roles, permission):
+        await websocket.close(code=4403, reason=f"permission {permission.value!r} required")
+        return None
+    return principal
 
 
 def _state(app) -> tuple[Pipeline, Fanout]:
@@ -133,20 +162,34 @@ async def my_rejections(request: Request, principal: Annotated[Principal, requir
 
 
 @ws_router.websocket("/ws/driver")
-async def driver_socket(websocket: WebSocket, principal: Annotated[Principal, ws_require(Permission.DRIVER_SELF)]):
+async def driver_socket(websocket: WebSocket,
+                        principal: Annotated[Principal, ws_require(Permission.DRIVER_SELF, first_message=True)]):
     """Same messages as MQTT (a ping or a list of pings per frame); each frame is answered after it is stored.
 
+    Auth: an `Authorization: Bearer` header (apps), or — browsers cannot set headers on a
+    WebSocket — a first message `{"type": "auth", "access_token": "..."}`, answered `{"type": "ready"}`.
     Reply: {"accepted": [seq...], "duplicates": [seq...], "rejected": [{"seq", "reason"}...]}. A ping in
     `accepted` or `duplicates` is durably stored and may be dropped from the app's buffer.
     """
     app = websocket.app
     pipeline, _ = _state(app)
+    if principal.anonymous:
+        await websocket.accept()
+        principal = await authenticate_first_message(websocket, Permission.DRIVER_SELF)
+        if principal is None:
+            return
+        accepted = True
+    else:
+        accepted = False
     try:
         d = await _driver_id(app, principal)
     except Forbidden:
-        await websocket.close(code=1008, reason="no active driver profile")
+        await websocket.close(code=1008 if not accepted else 4403, reason="no active driver profile")
         return
-    await websocket.accept()
+    if accepted:
+        await websocket.send_text(orjson.dumps({"type": "ready", "driver_id": d}).decode())
+    else:
+        await websocket.accept()
     try:
         while True:
             frame = await websocket.receive()

@@ -78,13 +78,31 @@ async def test_driver_websocket_acknowledges_each_frame_after_storing(app, serve
 
 async def test_driver_websocket_needs_a_driver_token(server, make_account):
     cust = await make_account(Role.CUSTOMER)
-    for headers in (cust.headers, {}):
-        try:
-            async with websockets.connect(f"ws://{server}/ws/driver", additional_headers=headers) as ws:
+    try:
+        async with websockets.connect(f"ws://{server}/ws/driver", additional_headers=cust.headers) as ws:
+            await ws.recv()
+        raise AssertionError("a non-driver got a driver socket")
+    except websockets.InvalidStatus as exc:
+        assert exc.response.status_code == 403
+    # Without a header (a browser) the socket opens, and the first message must sign in.
+    for first, code in ((None, 4401), ({"type": "auth", "access_token": "nonsense"}, 4401),
+                        ({"type": "auth", "access_token": cust.token}, 4403)):
+        async with websockets.connect(f"ws://{server}/ws/driver") as ws:
+            await ws.send(orjson.dumps(first if first is not None else {"seq": 1}).decode())
+            try:
                 await ws.recv()
-            raise AssertionError("a non-driver got a driver socket")
-        except websockets.InvalidStatus as exc:
-            assert exc.response.status_code == 403
+                raise AssertionError("an unauthenticated socket got an answer")
+            except websockets.ConnectionClosed as closed:
+                assert closed.rcvd.code == code
+
+
+async def test_browser_driver_signs_in_with_its_first_message(app, server, make_account):
+    acc, d = await _driver(app, make_account)
+    async with websockets.connect(f"ws://{server}/ws/driver") as ws:
+        await ws.send(orjson.dumps({"type": "auth", "access_token": acc.token}).decode())
+        assert orjson.loads(await ws.recv()) == {"type": "ready", "driver_id": d}
+        await ws.send(orjson.dumps(ping(d, 1)).decode())
+        assert orjson.loads(await ws.recv()) == {"accepted": [1], "duplicates": [], "rejected": []}
 
 
 def test_customer_sees_a_coarse_position_until_the_driver_is_within_n_stops():

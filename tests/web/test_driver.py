@@ -30,12 +30,8 @@ def phone(browser, live_server):
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []
-    # Tracking's /ws/driver authenticates from the Authorization header only, which a browser cannot
-    # send on a WebSocket: Chromium logs the refused handshake. The app then streams through the batch
-    # endpoint (asserted below). That one message is expected until /ws/driver takes the token in its
-    # first message (docs/web.md); any other script error fails the test.
-    refused = "WebSocket connection to '" + live_server.url.replace("http", "ws") + "/ws/driver' failed"
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith(("Failed to load resource", refused))
+    # Any script error fails the test (the app signs in on /ws/driver with its first message).
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith("Failed to load resource")
             else None)
     page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
     page.console_errors = errors  # type: ignore[attr-defined]
