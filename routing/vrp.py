@@ -439,12 +439,19 @@ def _prizes(rp: Problem, plan_ids: list[str]) -> dict[str, int]:
 def _warm(reduced: Reduced, previous: Solution) -> dict[str, list[tuple[str, str]]]:
     """Previous sequences restricted to what is still to plan (prefixes removed)."""
     jobs = {j.id: j for j in reduced.problem.jobs}
+    vehicles = {v.id: v for v in reduced.problem.vehicles}
     out: dict[str, list[tuple[str, str]]] = {}
     for route in previous.routes:
         seq = []
+        vehicle = vehicles.get(route.vehicle_id)
         for visit in route.visits:
             job = jobs.get(visit.job_id)
             if job is None or visit.fixed:
+                continue
+            # A job no longer allowed on this vehicle (a dispatcher pinned it elsewhere, skills
+            # changed) must not be warm-started here: the search would keep it and the exact
+            # re-timing would then drop it as infeasible. Left out, it is inserted where allowed.
+            if vehicle is None or not compatible(job, vehicle):
                 continue
             kind = visit.kind if job.kind == "pair" else job.kind
             if (visit.job_id, kind) not in seq:

@@ -322,3 +322,23 @@ def test_short_limits_fall_back_to_the_greedy_construction_and_stay_feasible():
         assert solution.engine.startswith("greedy") or solution.engine == "pyvrp"
     else:
         assert all("too short" in u.reason for u in solution.unassigned)
+
+
+def test_a_job_pinned_to_another_vehicle_leaves_its_old_route_in_a_warm_bounded_re_plan():
+    import numpy as np
+
+    from routing import vrp
+    from routing.vrp_model import Job, Problem, Stop, Vehicle
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 5000, (21, 2))
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    vehicles = [Vehicle(id="A", start_location=0, capacity=(50.0,)), Vehicle(id="B", start_location=0, capacity=(50.0,))]
+    jobs = [Job(id=f"j{i}", delivery=Stop(location=i, service_s=60), amount=(1.0,)) for i in range(1, 21)]
+    first = vrp.solve(Problem(duration_s=d / 8, distance_m=d, vehicles=vehicles, jobs=jobs), time_limit_s=0.5)
+    moved = next(v.job_id for r in first.routes if r.vehicle_id == "A" for v in r.visits)
+    pinned = [Job(id=j.id, delivery=j.delivery, amount=j.amount, vehicles=frozenset({"B"})) if j.id == moved else j for j in jobs]
+    again = vrp.solve(Problem(duration_s=d / 8, distance_m=d, vehicles=vehicles, jobs=pinned), time_limit_s=0.5,
+                      previous=first, max_churn=0.1)
+    assert again.unassigned == []
+    assert again.vehicle_of()[moved] == "B"
