@@ -91,7 +91,8 @@ class Driver:
     async def run(self) -> None:
         sim = self.sim
         self.lat, self.lng = sim.depot_latlng
-        await self.session.login()
+        if not self.session.access:
+            await self.session.login()
         r = await self.session.post("/v1/driver/shift/start", json={"vehicle_id": self.account.vehicle_id,
                                                                      "lat": self.lat, "lng": self.lng})
         if r.status_code != 200:

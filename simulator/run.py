@@ -127,6 +127,7 @@ class Simulation:
         self.placed: list[customer.Placed] = []
         self.orders_by_job: dict[str, demand.Order] = {}
         self.drivers_stop = asyncio.Event()
+        self._signin = asyncio.Semaphore(4)
         self.watchers_stop = asyncio.Event()
         self.orders_done = asyncio.Event()
         mq = urlsplit(cfg.mqtt_url)
@@ -241,7 +242,16 @@ class Simulation:
                       self.jobs_by_reference)
 
     async def _start_driver(self, d: Driver, i: int) -> None:
-        await asyncio.sleep(min(i * 0.02, 10.0))  # stagger sign-ins: argon2 verification is deliberately slow
+        # Sign-ins a few at a time: argon2 verification is deliberately slow, and 1,000 at once
+        # would only queue in the client's connection pool until they time out.
+        async with self._signin:
+            for attempt in range(5):
+                try:
+                    await d.session.login()
+                    break
+                except (httpx.HTTPError, api.ApiError) as exc:
+                    log.warning("driver %s: sign-in failed (%s); retrying", d.id, exc)
+                    await asyncio.sleep(2.0 * (attempt + 1))
         try:
             await d.run()
         except Exception:
