@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from core import events
+from core import events, fleetstate
 from core.settings import Settings
 from tracking import live
 from tracking.validate import Fix, haversine_m
@@ -63,8 +63,9 @@ TravelTime = Callable[[float, float, float, float], float]  # (lat1, lng1, lat2,
 
 class Keys:
     def __init__(self, prefix: str) -> None:
-        self.plans = prefix + "tracking:plans"
-        self.order_driver = prefix + "tracking:order_driver"
+        # Written by dispatch, read here: the kernel's contract (core.fleetstate).
+        self.plans = fleetstate.plans_key(prefix)
+        self.order_driver = fleetstate.order_driver_key(prefix)
         self.eta = prefix + "tracking:eta"  # order_id -> published interval JSON
         self.stop_events = prefix + "tracking:stop_events"  # set of "stop_id:kind" already emitted
 

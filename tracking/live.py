@@ -27,6 +27,8 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
+from core import fleetstate
+
 from tracking import history
 
 # ARGV[1] is ONE JSON array of [driver, ts, fix-json] rows: one argument instead of three per
@@ -70,8 +72,9 @@ class Keys:
     """Redis key names for one deployment prefix."""
 
     def __init__(self, prefix: str) -> None:
-        self.live = prefix + "tracking:live"
-        self.live_ts = prefix + "tracking:live:ts"
+        # The two keys dispatch reads are the kernel's contract (core.fleetstate).
+        self.live = fleetstate.live_key(prefix)
+        self.live_ts = fleetstate.live_ts_key(prefix)
         self.epoch = prefix + "tracking:live:epoch"
         self.fleet = prefix + "tracking:fleet"
         self.driver_prefix = prefix + "tracking:driver:"
