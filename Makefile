@@ -1,5 +1,5 @@
 # Serena: two commands on a fresh Debian machine.
-#   make demo   set up everything needed, start services, run the platform (and the simulator as it lands)
+#   make demo   set up everything needed, start services, run the platform with the simulator driving it
 #   make test   set up everything needed, start services, run the test suite
 # Both are idempotent: a second run only checks and skips what is done.
 
@@ -11,9 +11,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 WEB    := serena/web
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test services services-down up bench clean-venv
+.PHONY: setup debian demo test services services-down up bench clean-venv
 
-setup: $(STAMP) $(WEB)/node_modules/.installed
+# Debian packages first: the venv needs python3-venv, npm ci needs node.
+setup: debian $(STAMP) $(WEB)/node_modules/.installed
+
+debian:
 	@bash scripts/setup-debian.sh
 
 $(STAMP): pyproject.toml

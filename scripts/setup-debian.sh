@@ -11,6 +11,7 @@ packages=(
   chromium                                # headless browser tests
   fonts-dejavu-core                       # text in screenshots and PDFs
   nodejs npm                              # front-end assets from the npm registry
+  python3 python3-venv                    # the venv (any Python >= 3.11 on PATH is used first)
 )
 
 missing=()
