@@ -8,6 +8,8 @@ writes; each reads the other's through these functions.
     {prefix}tracking:live:ts       hash  driver_id -> that fix's event time (epoch s): cheap change detection
     {prefix}tracking:plans         hash  driver_id -> JSON {"version": int, "stops": [stop, ...]}
     {prefix}tracking:order_driver  hash  order_id  -> driver_id
+    {prefix}tracking:eta           hash  order_id  -> JSON {"earliest", "latest" (epoch s), "published_at", "driver_id"}
+                                         (the ETA interval tracking last showed the customer)
 
     stop = {"stop_id": job id, "order_id": str | null, "lat", "lng", "service_s",
             "status": "pending" | "arrived" | "done" | "failed"}
@@ -27,6 +29,18 @@ def live_key(prefix: str) -> str:
 
 def live_ts_key(prefix: str) -> str:
     return prefix + "tracking:live:ts"
+
+
+def eta_key(prefix: str) -> str:
+    return prefix + "tracking:eta"
+
+
+async def eta_intervals(redis: aioredis.Redis, *, prefix: str, order_ids: Sequence[str]) -> dict[str, dict]:
+    """The live ETA interval tracking shows for each order that has one."""
+    if not order_ids:
+        return {}
+    values = await redis.hmget(eta_key(prefix), list(order_ids))
+    return {o: orjson.loads(v) for o, v in zip(order_ids, values, strict=True) if v is not None}
 
 
 def plans_key(prefix: str) -> str:

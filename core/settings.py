@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     dispatch_max_churn: float = Field(default=0.2, ge=0, le=1)  # share of stops a re-optimisation may move to another van
     dispatch_replan_interval_s: float = Field(default=60.0, gt=0)  # re-plan at least this often (ETA drift)
     dispatch_geofence_radius_m: float = Field(default=75.0, gt=0)  # a delivery scan within this of the drop-off counts as at the door
+    dispatch_eta_drift_s: float = Field(default=600.0, gt=0)  # live ETA this far from the plan's: re-plan
     dispatch_off_route_m: float = Field(default=300.0, gt=0)  # farther than this from the leg's road path: off-route exception
     dispatch_silent_after_s: float = Field(default=120.0, gt=0)  # on duty with no fix this long: "silent" exception
     dispatch_reassign_after_s: float = Field(default=300.0, gt=0)  # silent this long: unstarted jobs are reassigned

@@ -141,3 +141,33 @@ async def off_route_drivers(*, sessions: async_sessionmaker[AsyncSession], redis
             else:
                 await service.resolve_exceptions(db, kind="off_route", subject=subject)
     return flagged
+
+
+async def eta_watch(*, sessions: async_sessionmaker[AsyncSession], redis: aioredis.Redis, settings: Settings) -> list[str]:
+    """Compare tracking's live ETA intervals with the plan: late risk when the interval ends past the
+    promised window; returns the jobs whose ETA drifted more than `dispatch_eta_drift_s` (re-plan)."""
+    from core import fleetstate
+
+    drifted: list[str] = []
+    async with sessions() as db, db.begin():
+        jobs = list((await db.execute(select(DeliveryJob).where(
+            DeliveryJob.state.in_([JobState.ASSIGNED.value, JobState.PICKED_UP.value, JobState.OUT_FOR_DELIVERY.value,
+                                   JobState.ARRIVING.value]),
+            DeliveryJob.idempotency_key.like("order:%")))).scalars())
+        by_order = {j.idempotency_key.split(":", 1)[1]: j for j in jobs}
+        live = await fleetstate.eta_intervals(redis, prefix=settings.redis_prefix, order_ids=list(by_order))
+        for order_id, eta in live.items():
+            job = by_order[order_id]
+            try:
+                earliest, latest = float(eta["earliest"]), float(eta["latest"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            late_s = latest - job.window_end.timestamp()
+            if late_s > 0:
+                await service.raise_exception(db, kind="late_risk", subject=str(job.id), job_id=job.id, driver_id=job.driver_id,
+                                              risk=min(1.0, 0.3 + late_s / 3600),
+                                              detail=f"live ETA up to {late_s / 60:.0f} min after the promised window",
+                                              action="tell the customer, or reassign to a closer van")
+            if job.eta is not None and abs((earliest + latest) / 2 - job.eta.timestamp()) > settings.dispatch_eta_drift_s:
+                drifted.append(str(job.id))
+    return drifted

@@ -66,7 +66,7 @@ class Keys:
         # Written by dispatch, read here: the kernel's contract (core.fleetstate).
         self.plans = fleetstate.plans_key(prefix)
         self.order_driver = fleetstate.order_driver_key(prefix)
-        self.eta = prefix + "tracking:eta"  # order_id -> published interval JSON
+        self.eta = fleetstate.eta_key(prefix)  # order_id -> published interval JSON (dispatch reads it: late risk, drift)
         self.stop_events = prefix + "tracking:stop_events"  # set of "stop_id:kind" already emitted
 
 

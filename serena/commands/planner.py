@@ -86,6 +86,13 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                 if time.monotonic() - last_route_check >= 10:
                     last_route_check = time.monotonic()
                     try:
+                        drifted = await watch.eta_watch(sessions=sessions, redis=redis, settings=settings)
+                        if drifted and time.monotonic() - last_plan >= 30:
+                            pending.add("eta.drift")  # a full re-plan: the plan no longer matches the road
+                            dirty.set()
+                    except Exception:
+                        log.exception("ETA watch failed")
+                    try:
                         await watch.off_route_drivers(sessions=sessions, redis=redis, settings=settings,
                                                       model=travel.model_for(settings.dispatch_graph))
                     except Exception:

@@ -254,3 +254,26 @@ def test_distance_to_polyline():
     line_lng = [24.0, 24.01]
     assert distance_to_polyline_m(60.0, 24.005, line_lat, line_lng) < 0.01
     assert abs(distance_to_polyline_m(60.001, 24.005, line_lat, line_lng) - 111.3) < 0.5
+
+
+async def test_live_eta_past_the_window_raises_late_risk_and_a_drift_asks_for_a_replan(app, redis, settings, plan_settings, depot,
+                                                                                   make_driver, pool):
+    import orjson
+
+    from dispatch import watch
+
+    driver = await make_driver(at=DEPOT)
+    payload = order_paid_payload(60.172, 24.946, depot["id"])
+    await _consume_order_paid(app, redis, settings, payload)
+    job_id = await pool.fetchval("SELECT id FROM delivery_jobs WHERE idempotency_key=$1", f"order:{payload['order_id']}")
+    window_end = await pool.fetchval("SELECT window_end FROM delivery_jobs WHERE id=$1", job_id)
+    # As the planner would have: assigned with a planned ETA an hour before the window closes.
+    await pool.execute("UPDATE delivery_jobs SET state='assigned', driver_id=$2, eta=window_end - interval '1 hour' WHERE id=$1",
+                       job_id, driver.driver_id)
+    late = window_end.timestamp() + 1200  # tracking now says: 20 min after the window at the latest
+    await redis.hset(f"{settings.redis_prefix}tracking:eta", payload["order_id"],
+                     orjson.dumps({"earliest": late - 900, "latest": late, "published_at": time.time(), "driver_id": driver.driver_id}))
+    drifted = await watch.eta_watch(sessions=app.state.sessions, redis=redis, settings=settings)
+    assert str(job_id) in drifted
+    row = await pool.fetchrow("SELECT * FROM dispatch_exceptions WHERE kind='late_risk' AND subject=$1", str(job_id))
+    assert row is not None and "after the promised window" in row["detail"]
