@@ -216,8 +216,12 @@ def build_problem(snap: Snapshot, settings: Settings, model) -> tuple[Problem, l
             continue
         dlat, dlng = service.latlng(job.dropoff)
         window = (max(0.0, rel(job.window_start)), max(0.0, rel(job.window_end)))
-        if job.state == S.CREATED.value and job.driver_id is not None and str(job.driver_id) in vehicle_ids:
-            allowed = frozenset({str(job.driver_id)})  # pinned by a dispatcher
+        if job.driver_id is not None and str(job.driver_id) in vehicle_ids and job.state in (S.CREATED.value, S.ASSIGNED.value):
+            # Pinned: by a dispatcher (created + driver), or because it is on the driver's task
+            # list already (assigned): it is on their depot load list, and moving it made drivers'
+            # pickup scans fail (the simulator found 28 refused scans in 8 minutes). Re-plans may
+            # still re-sequence it; a dispatcher's reassignment, going off duty or silence move it.
+            allowed = frozenset({str(job.driver_id)})
         elif job.depot_id is not None and len(snap.depots) > 1:
             allowed = frozenset(v for v, d in van_depot.items() if d == job.depot_id)  # loaded at its own depot
         else:
