@@ -74,6 +74,7 @@ class Driver:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     backlog: list = field(default_factory=list)  # fixes waiting for the MQTT connection
+    _signature: tuple = ()  # the stops of the last acknowledged task list
 
     @property
     def id(self) -> int:
@@ -166,7 +167,11 @@ class Driver:
                     sim.metrics.eta_obs.setdefault(s["job_id"], []).append((now_t, pred))
         sim.metrics.task_lists += 1
         self.changed.set()
-        if v:
+        # Acknowledge a list that changed for this driver only: the planner republishes every
+        # on-duty driver's list on each plan, and 1,000 drivers acking each copy swamped the API.
+        signature = tuple((st.get("job_id"), st.get("kind"), st.get("state")) for st in doc.get("stops", ()))
+        if v and signature != self._signature:
+            self._signature = signature
             asyncio.ensure_future(self._ack(v))
 
     async def _ack(self, v: int) -> None:
