@@ -236,8 +236,12 @@ async def test_a_driver_far_from_the_road_path_of_the_leg_raises_off_route(app, 
         await redis.hset(live_key, str(driver.driver_id), orjson.dumps({"lat": lat, "lng": lng, "ts": time.time()}))
         return await watch.off_route_drivers(sessions=app.state.sessions, redis=redis, settings=plan_settings, model=model)
 
-    # 800 m south of the whole leg (depot → drop-off, both near the centre): off route.
-    assert driver.driver_id in await at(60.1630, 24.9440)
+    assert await pool.fetchval("SELECT state FROM delivery_jobs WHERE id=$1", uuid.UUID(job_id)) == "out_for_delivery"
+    # 2 km north of every point of the leg's road path (depot → drop-off): off route.
+    from routing import paths
+
+    leg = paths.route(model.graph, DEPOT, (60.1745, 24.9500), max_snap_m=None)
+    assert driver.driver_id in await at(float(leg.lat.max()) + 0.018, float(leg.lng.mean()))
     exc = await pool.fetchrow("SELECT * FROM dispatch_exceptions WHERE kind='off_route' AND subject=$1 AND resolved_at IS NULL",
                               str(driver.driver_id))
     assert exc is not None and "from the road path" in exc["detail"]
