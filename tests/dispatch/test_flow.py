@@ -190,17 +190,7 @@ async def test_tracking_stop_arriving_marks_the_job_arriving_once(app, client, r
     from core.events import Event
 
     driver = await make_driver(at=DEPOT)
-    h = await _dispatcher_headers(client, app)
-    r = await client.post("/v1/deliveries", headers={**h, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}, json=delivery_body(60.171, 24.944))
-    job_id, code = r.json()["id"], r.json()["package_code"]
-    await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=h, json={"driver_id": driver.driver_id, "reason": "t"})
-    lease = planner.Lease(redis, planner.lease_key(plan_settings))
-    await lease.acquire_or_renew()
-    result = await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t",
-                                  model=StraightLine())
-    await planner.publish_tasks(result, redis=redis, settings=plan_settings)
-    assert (await client.post("/v1/driver/scans", headers=driver.headers,
-                              json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})).status_code == 200
+    job_id, _ = await _picked_up_job(app, client, redis, plan_settings, driver, 60.171, 24.944)
     event = Event(event_id=uuid.uuid4(), type="stop.arriving", payload={"driver_id": driver.driver_id, "stop_id": job_id})
     for _ in range(2):  # a repeated detection changes nothing
         async with app.state.sessions() as db, db.begin():
@@ -220,15 +210,7 @@ async def test_a_driver_far_from_the_road_path_of_the_leg_raises_off_route(app, 
     from routing import graph
 
     driver = await make_driver(at=DEPOT)
-    h = await _dispatcher_headers(client, app)
-    r = await client.post("/v1/deliveries", headers={**h, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}, json=delivery_body(60.1745, 24.9500))
-    job_id, code = r.json()["id"], r.json()["package_code"]
-    await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=h, json={"driver_id": driver.driver_id, "reason": "t"})
-    lease = planner.Lease(redis, planner.lease_key(plan_settings))
-    await lease.acquire_or_renew()
-    await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t", model=StraightLine())
-    assert (await client.post("/v1/driver/scans", headers=driver.headers,
-                              json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})).status_code == 200
+    job_id, _ = await _picked_up_job(app, client, redis, plan_settings, driver, 60.1745, 24.9500)
     model = RoadGraph(graph.default_city(progress=False))
     live_key = f"{plan_settings.redis_prefix}tracking:live"
 
@@ -281,3 +263,19 @@ async def test_live_eta_past_the_window_raises_late_risk_and_a_drift_asks_for_a_
     assert str(job_id) in drifted
     row = await pool.fetchrow("SELECT * FROM dispatch_exceptions WHERE kind='late_risk' AND subject=$1", str(job_id))
     assert row is not None and "after the promised window" in row["detail"]
+
+
+async def _picked_up_job(app, client, redis, plan_settings, driver, lat: float, lng: float) -> tuple[str, str]:
+    """A delivery pinned to `driver`, planned, its task list published, and scanned at the depot: (job id, code)."""
+    h = await _dispatcher_headers(client, app)
+    r = await client.post("/v1/deliveries", headers={**h, "Idempotency-Key": f"k-{uuid.uuid4().hex}"}, json=delivery_body(lat, lng))
+    job_id, code = r.json()["id"], r.json()["package_code"]
+    await client.post(f"/v1/fleet/jobs/{job_id}/reassign", headers=h, json={"driver_id": driver.driver_id, "reason": "t"})
+    lease = planner.Lease(redis, planner.lease_key(plan_settings))
+    await lease.acquire_or_renew()
+    result = await planner.replan(sessions=app.state.sessions, redis=redis, settings=plan_settings, lease=lease, reason="t",
+                                  model=StraightLine())
+    await planner.publish_tasks(result, redis=redis, settings=plan_settings)
+    assert (await client.post("/v1/driver/scans", headers=driver.headers,
+                              json={"kind": "pickup", "code": code, "lat": DEPOT[0], "lng": DEPOT[1]})).status_code == 200
+    return job_id, code
