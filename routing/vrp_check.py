@@ -97,6 +97,23 @@ def _padt(values: tuple[float, ...], n: int, fill: float) -> tuple[float, ...]:
     return tuple(values) + (fill,) * (n - len(values)) if len(values) < n else tuple(values)
 
 
+SCALE = 1000  # integer units per caller unit in the engines (ms per s, mm per m)
+BIG = 10**11  # scaled cost of a forbidden or unreachable arc: far above any real route
+
+
+def scaled(values: np.ndarray, *, up: bool, cap: int = BIG) -> np.ndarray:
+    """`values` × SCALE as int64 for the integer engines; inf and anything above `cap` become `cap`.
+
+    `up` rounds times up (never promise an arrival the real drive cannot make; the 1e-6 absorbs
+    float noise), distances to the nearest unit.
+    """
+    x = values * SCALE
+    out = np.full(values.shape, cap, dtype=np.int64)
+    finite = np.isfinite(x)
+    out[finite] = np.ceil(x[finite] - 1e-6) if up else np.rint(x[finite])
+    return np.minimum(out, cap)
+
+
 def pad(values: tuple[float, ...], n: int, fill: float) -> np.ndarray:
     """A fixed-length load vector; a missing capacity dimension means unlimited."""
     out = np.full(n, fill, dtype=float)

@@ -24,19 +24,8 @@ import time
 import numpy as np
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
 
-from routing.vrp_check import compatible, pad
+from routing.vrp_check import BIG, SCALE, compatible, pad, scaled
 from routing.vrp_model import Job, Problem
-
-SCALE = 1000
-BIG = 10**11
-
-
-def _scaled(values: np.ndarray, *, up: bool, cap: int) -> np.ndarray:
-    scaled = values * SCALE
-    out = np.full(values.shape, cap, dtype=np.int64)
-    finite = np.isfinite(scaled)
-    out[finite] = np.ceil(scaled[finite] - 1e-6) if up else np.rint(scaled[finite])
-    return np.minimum(out, cap)
 
 
 def solve(
@@ -81,8 +70,8 @@ def solve(
     shift_ends = [veh.shift_s[1] for veh in vehicles]
     horizon_s = min(max(shift_ends), bound_s)  # every route ends by its shift end
     horizon = int(min(horizon_s * SCALE + 1, 2**50))
-    transit_t = _scaled(dur, up=True, cap=horizon + 1) + np.ceil(service * SCALE - 1e-6).astype(np.int64)[:, None]
-    transit_d = _scaled(dist, up=False, cap=BIG)
+    transit_t = scaled(dur, up=True, cap=horizon + 1) + np.ceil(service * SCALE - 1e-6).astype(np.int64)[:, None]
+    transit_d = scaled(dist, up=False, cap=BIG)
     open_ends = [n_stops + n_veh + v for v, veh in enumerate(vehicles) if veh.end_location is None]
     transit_t[:, open_ends] = 0
     transit_d[:, open_ends] = 0

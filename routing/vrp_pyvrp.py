@@ -24,11 +24,9 @@ import numpy as np
 import pyvrp
 import time
 
-from routing.vrp_check import compatible, pad
+from routing.vrp_check import BIG, SCALE, compatible, pad, scaled
 from routing.vrp_model import Job, Problem
 
-SCALE = 1000  # integer units per caller unit (ms per s, mm per m)
-BIG = 10**11  # scaled cost of a forbidden or unreachable arc: far above any real route
 MAX_PROFILE_CELLS = 30_000_000  # profiles x locations^2 above this: too much memory
 
 
@@ -57,14 +55,6 @@ def _ceil(x: float) -> int:
 
 def _floor(x: float) -> int:
     return int(math.floor(x * SCALE + 1e-6))
-
-
-def _matrix(values: np.ndarray, *, up: bool) -> np.ndarray:
-    scaled = values * SCALE
-    finite = np.isfinite(scaled)
-    out = np.full(values.shape, BIG, dtype=np.int64)
-    out[finite] = np.ceil(scaled[finite] - 1e-6) if up else np.rint(scaled[finite])
-    return np.minimum(out, BIG)
 
 
 def solve(
@@ -104,8 +94,8 @@ def solve(
             stop_locs.append(stop.location)
             stop_of.append((job, kind))
     index = np.array(depot_locs + [depot_locs[0]] + stop_locs)
-    base_dist = _matrix(dist[np.ix_(index, index)], up=False)
-    base_dur = _matrix(dur[np.ix_(index, index)], up=True)
+    base_dist = scaled(dist[np.ix_(index, index)], up=False)
+    base_dur = scaled(dur[np.ix_(index, index)], up=True)
     for m in (base_dist, base_dur):
         m[:, sink] = 0  # anything reaches the open-route sink for free
         m[sink, :] = BIG
