@@ -54,7 +54,7 @@ async def create_user(*, db: AsyncSession, email: str, password: str, full_name:
     auth.check_password_policy(password)
     if (await db.execute(select(User.id).where(User.email == email))).first():
         raise Conflict(f"e-mail already registered: {email}")
-    user = User(email=email, password_hash=auth.hash_password(password), full_name=full_name)
+    user = User(email=email, password_hash=await auth.hash_password_async(password), full_name=full_name)
     user.roles = [UserRole(role=r.value) for r in sorted(roles or {Role.CUSTOMER})]
     db.add(user)
     await db.flush()
@@ -107,8 +107,9 @@ async def sign_in(*, db: AsyncSession, redis: aioredis.Redis, settings: Settings
         keys.append(f"{settings.redis_prefix}login:fail:ip:{client_ip}")
     await _throttle_check(redis=redis, settings=settings, keys=keys)
     user = (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
-    # Verify a hash even for unknown users so timing does not reveal which e-mails exist.
-    ok = auth.verify_password(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    # Verify a hash even for unknown users so timing does not reveal which e-mails exist (the
+    # dummy hash has the same parameters, so it costs the same). Off the event loop: see auth.
+    ok = await auth.verify_password_async(user.password_hash if user else _DUMMY_HASH, password) and user is not None
     if not ok or not user.is_active:
         await _throttle_fail(redis=redis, settings=settings, keys=keys)
         raise AuthError("wrong e-mail or password")

@@ -347,6 +347,43 @@ async def test_new_driver_credentials_take_effect_on_sighup_without_restart(star
         await pool.execute("DELETE FROM users WHERE id = $1", user_id)
 
 
+async def test_a_burst_of_syncs_shares_one_reload_and_every_new_driver_can_connect(start_broker, settings, pool):
+    s = start_broker([])
+    log = s.mosquitto_dir / "mosquitto.log"
+    reloads_before = log.read_text().count("Reloading config")
+    created: list[tuple[uuid.UUID, int, str]] = []
+    try:
+        for i in range(5):
+            user_id = await pool.fetchval(
+                "INSERT INTO users (id, email, password_hash, full_name, is_active)"
+                " VALUES (gen_random_uuid(), $1, 'x', 'Burst Driver', true) RETURNING id",
+                f"burst-{i}-{uuid.uuid4().hex[:8]}@test.serena",
+            )
+            clear, hashed = broker.new_mqtt_password()
+            driver_id = await pool.fetchval(
+                "INSERT INTO drivers (user_id, display_name, phone, mqtt_password_hash, active)"
+                " VALUES ($1, 'Burst Driver', '', $2, true) RETURNING id",
+                user_id, hashed,
+            )
+            created.append((user_id, driver_id, clear))
+        # Five creations' syncs at once (as five admin requests would): one read, one write, one SIGHUP.
+        results = await asyncio.gather(*(broker.sync_broker_credentials(pool_or_session=pool, settings=s)
+                                         for _ in created))
+        assert len({id(r) for r in results}) == 1 and results[0].reloaded
+        async with asyncio.timeout(WAIT_S):
+            for _, driver_id, clear in created:
+                while (rc := Conn(s, mqtt.driver_username(driver_id), clear).connect()) != 0:
+                    assert rc == NOT_AUTHORIZED
+                    await asyncio.sleep(0.05)
+        assert log.read_text().count("Reloading config") - reloads_before == 1
+        # A call after that sync has read the table starts a new one (it must see later changes).
+        again = await broker.sync_broker_credentials(pool_or_session=pool, settings=s)
+        assert again is not results[0] and again.drivers == results[0].drivers
+    finally:
+        for user_id, _, _ in created:
+            await pool.execute("DELETE FROM users WHERE id = $1", user_id)
+
+
 def test_queued_qos1_messages_survive_a_broker_restart(start_broker):
     s = start_broker([(A, broker.hash_mqtt_password(PW_A))])
     topic = mqtt.driver_topic(A, "location", root=s.mqtt_topic_root)
