@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     notifications_retry_backoff_max_s: float = Field(default=3600.0, gt=0)  # longest delay between two attempts
     notifications_stale_sending_s: int = Field(default=600, gt=0)  # a message "sending" this long: its worker died mid-send
     worker_concurrency: int = Field(default=2, gt=0, le=64)  # Celery worker processes of `serena worker`
+    # --- periodic jobs (Celery beat inside `serena worker`; docs/notifications.md "Periodic jobs") ---
+    commerce_expire_interval_s: int = Field(default=300, gt=0)  # how often unpaid orders are expired
+    commerce_unpaid_card_s: int = Field(default=3600, gt=0)  # a card order unpaid this long is cancelled (stock released)
+    commerce_unpaid_bank_transfer_s: int = Field(default=7 * 86400, gt=0)  # same for a bank-transfer order
+    events_processed_retention_s: int = Field(default=14 * 86400, ge=86400)  # processed_events rows kept at least this long (docs/events.md)
+    events_prune_interval_s: int = Field(default=3600, gt=0)  # how often processed_events is pruned
 
     @field_validator("database_url")
     @classmethod
