@@ -98,7 +98,8 @@ class Matcher:
     # offline 95-97 % of fixes on the true street piece in Monaco, Heidelberg and Porto.
     def __init__(self, g, *, sigma_m: float = 10.0, beta_m: float = 20.0, radius_m: float = 40.0,
                  max_candidates: int = 4, max_drivers: int = 200_000, back_m: float | None = 2.0,
-                 beta_speed_m: float = 3.0, step_m: float = 4.0, route_bonus: float = 1.5) -> None:
+                 beta_speed_m: float = 3.0, step_m: float = 4.0, route_bonus: float = 1.5,
+                 heading_sigma_deg: float = 20.0, heading_cap: float = 4.0, heading_min_speed_mps: float = 2.0) -> None:
         from routing import snap
 
         self.g = g
@@ -121,6 +122,58 @@ class Matcher:
         self.routes: dict[int, np.ndarray] = {}  # driver -> planned path edges (both directions)
         self.route_bonus = route_bonus
         self.max_drivers = max_drivers
+        self.heading_sigma = heading_sigma_deg
+        self.heading_cap = heading_cap
+        self.heading_min_speed = heading_min_speed_mps
+        self._init_bearings()
+
+    def _init_bearings(self) -> None:
+        """Per geometry segment: its bearing (deg) and where it starts along its edge (m, scaled to length_m)."""
+        g = self.g
+        la, ln = np.radians(g.geom_lat.astype(np.float64)), np.radians(g.geom_lng.astype(np.float64))
+        dl = ln[1:] - ln[:-1]
+        x = np.sin(dl) * np.cos(la[1:])
+        y = np.cos(la[:-1]) * np.sin(la[1:]) - np.sin(la[:-1]) * np.cos(la[1:]) * np.cos(dl)
+        bearing = np.degrees(np.arctan2(x, y)) % 360.0
+        kx = np.cos(0.5 * (la[1:] + la[:-1]))
+        seg = np.hypot(dl * kx, la[1:] - la[:-1])
+        ip = g.geom_indptr.astype(np.int64)
+        last = np.zeros(len(la), bool)
+        last[ip[1:] - 1] = True  # the last vertex of an edge starts no segment of it
+        seg = np.where(last[:-1], 0.0, seg)
+        cum = np.concatenate([[0.0], np.cumsum(seg)])
+        edge_of = np.repeat(np.arange(g.n_edges), np.diff(ip))
+        along = cum - cum[ip[:-1]][edge_of]  # from the edge's first vertex
+        total = np.maximum(along[ip[1:] - 1], 1e-9)
+        scale = self.length / total
+        # Monotone key over all vertices: edge e's vertices sit in [base[e], base[e] + length[e]].
+        base = np.concatenate([[0.0], np.cumsum(self.length + 1.0)[:-1]])
+        self._vkey = base[edge_of] + along * scale[edge_of]
+        self._vbase = base
+        self._vbearing = np.concatenate([bearing, [0.0]])
+        self._ip = ip
+
+    def _road_bearing(self, e: np.ndarray, off: np.ndarray) -> np.ndarray:
+        """Bearing (deg) of directed edge e at offset off (m)."""
+        v = np.searchsorted(self._vkey, self._vbase[e] + off, side="right") - 1
+        v = np.clip(v, self._ip[e], self._ip[e + 1] - 2)
+        return self._vbearing[v]
+
+    def _heading_term(self, e: np.ndarray, off: np.ndarray, heading_deg, speed_mps) -> np.ndarray | float:
+        """Log-likelihood of the reported course over ground given the road's direction at each state.
+
+        A Gaussian in the angle (sigma = heading_sigma_deg, wider than a phone's ~3 degrees at
+        10 m/s because road geometry is drawn coarsely and a car does not follow its centre
+        line), capped at `heading_cap` log-units so that a turning car or a bad reading
+        costs at most what ~28 m of position error would: heading decides near-ties (a cross
+        street at an intersection, the direction on a two-way street) and never overrides
+        clear positional evidence. Below `heading_min_speed_mps` phones report noise, so
+        heading is ignored there.
+        """
+        if heading_deg is None or speed_mps is None or not np.isfinite(heading_deg) or speed_mps < self.heading_min_speed:
+            return 0.0
+        diff = np.abs((self._road_bearing(e, off) - heading_deg + 180.0) % 360.0 - 180.0)
+        return -np.minimum(0.5 * (diff / self.heading_sigma) ** 2, self.heading_cap)
 
     # -- candidates -----------------------------------------------------------------------------
     def _candidates(self, lat: np.ndarray, lng: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -176,16 +229,21 @@ class Matcher:
         return best, score[best, np.arange(len(e))]
 
     # -- offline ----------------------------------------------------------------------------------
-    def match_trace(self, lat, lng, ts=None, speed_mps=None) -> tuple[np.ndarray, np.ndarray]:
+    def match_trace(self, lat, lng, ts=None, speed_mps=None, heading_deg=None) -> tuple[np.ndarray, np.ndarray]:
         """Viterbi over a whole trace: (directed edge, offset m) per fix; edge -1 where no road is in range.
 
-        With `ts` (s) and `speed_mps`, transitions expect the distance driven (mean speed x dt).
+        With `ts` (s) and `speed_mps`, transitions expect the distance driven (mean speed x dt);
+        with `heading_deg` too (course over ground, NaN where unknown), emissions score it.
         """
         from routing.graph import haversine_m
 
         lat = np.asarray(lat, np.float64)
         lng = np.asarray(lng, np.float64)
         cands = self._candidates(lat, lng)
+        if heading_deg is not None and speed_mps is not None:
+            cands = [(e, off, d, self._heading_term(e, off, heading_deg[t], speed_mps[t])) for t, (e, off, d) in enumerate(cands)]
+        else:
+            cands = [(e, off, d, 0.0) for e, off, d in cands]
         n = len(lat)
         edges = np.full(n, -1, np.int64)
         offs = np.zeros(n)
@@ -193,7 +251,7 @@ class Matcher:
         back: list[np.ndarray] = []
         logp = None
         for t in range(n + 1):
-            e, off, d = cands[t] if t < n else (np.empty(0, np.int64), np.empty(0), np.empty(0))
+            e, off, d, h = cands[t] if t < n else (np.empty(0, np.int64), np.empty(0), np.empty(0), 0.0)
             if t < n and logp is not None and len(e):
                 gc = float(haversine_m(lat[t - 1], lng[t - 1], lat[t], lng[t]))
                 driven = None
@@ -215,12 +273,12 @@ class Matcher:
                 if t == n:
                     break
                 seg_start, back = t, []
-                logp = self._emission(d) if len(e) else None
+                logp = self._emission(d) + h if len(e) else None
                 if logp is None:
                     seg_start = t + 1
                 continue
             back.append(best)
-            logp = lp + self._emission(d)
+            logp = lp + self._emission(d) + h
         return edges, offs
 
     # -- online (pipeline stage) ------------------------------------------------------------------
@@ -261,7 +319,7 @@ class Matcher:
                 _best, lp = self._step(st.edges, st.offs, st.logp, gc, e, off, driven)
                 if not np.any(np.isfinite(lp)):
                     lp = None
-            logp = self._emission(d) + (lp - np.max(lp) if lp is not None else 0.0)
+            logp = self._emission(d) + self._heading_term(e, off, f.heading_deg, f.speed_mps) + (lp - np.max(lp) if lp is not None else 0.0)
             route = self.routes.get(f.driver_id)
             if route is not None:
                 logp = logp + self.route_bonus * np.isin(e, route)

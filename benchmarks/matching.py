@@ -1,0 +1,202 @@
+"""Map-matching benchmark: share of noisy GPS fixes matched to the true street piece, and per-fix cost.
+
+Simulated drives on real OSM graphs (Heidelberg, Porto, Monaco from the shared data):
+fastest paths between random nodes driven at 10 m/s, one fix a second, each fix the true
+position plus Gaussian noise (`--noise`, default 10 m per axis, ~14 m radial), a Doppler
+speed with 0.5 m/s error and a course over ground (heading) with `--heading-noise` degrees
+of error (default 10; phones derive it from the same Doppler velocity, ~3 degrees at 10 m/s,
+so 10 is on the pessimistic side). The truth is the edge the simulated car was on; either
+direction of a street piece counts as a hit.
+
+Methods, all on the same traces:
+- nearest road (the baseline: `routing.snap.snap`);
+- offline Viterbi over the whole trace (`Matcher.match_trace`);
+- online, each fix decided when it arrives (`Matcher.match_online`, what ingest stores),
+  without and with the fix's heading, without and with the route context (the true
+  path as the plan, i.e. a driver who follows the plan), and with a wrong plan (another
+  trace's path) to show the prior does not hold a driver on a route they left;
+- online with a fixed lag of 1 or 2 fixes (fix k decided when fix k+L arrives).
+
+Per-fix ms is the wall time of feeding the fixes one at a time (a batch of one, the worst
+case for ingest, which matches a batch's fixes together), divided by the fixes.
+
+    flock /tmp/serena-bench.lock python -m benchmarks.matching [--graphs heidelberg porto monaco] [--routes 20] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.paths import OSM  # noqa: E402
+from tracking.matching import Matcher  # noqa: E402
+from tracking.validate import Fix  # noqa: E402
+
+SPEED_MPS = 10.0
+SPEED_NOISE_MPS = 0.5
+
+
+def simulate(g, rng, n_routes: int, *, noise_m: float = 10.0, heading_noise_deg: float = 10.0, min_m: float = 1000.0):
+    """Drives along fastest paths between random nodes at 10 m/s, one fix a second.
+
+    Returns a list of (lat, lng, speed_mps, heading_deg, true_edge) arrays per drive: the
+    noisy position, the Doppler speed and course over ground (with their noise), and the
+    directed edge the car was on. Headings are drawn after positions so that the
+    positions for a seed do not depend on `heading_noise_deg`.
+    """
+    from routing import paths
+    from routing.graph import haversine_m
+
+    traces = []
+    while len(traces) < n_routes:
+        a, b = rng.integers(0, g.n_nodes, 2)
+        p = paths.route(g, (g.lat[a], g.lng[a]), (g.lat[b], g.lng[b]))
+        if p.distance_m < min_m:
+            continue
+        lat, lng, edge, bearing = [], [], [], []
+        carry = 0.0
+        for e in p.edges[1:-1]:
+            s, t = g.geom_indptr[e], g.geom_indptr[e + 1]
+            la, ln = g.geom_lat[s:t], g.geom_lng[s:t]
+            for i in range(len(la) - 1):
+                seg = float(haversine_m(la[i], ln[i], la[i + 1], ln[i + 1]))
+                b_deg = _bearing_deg(la[i], ln[i], la[i + 1], ln[i + 1])
+                pos = carry
+                while pos < seg:
+                    f = pos / seg
+                    lat.append(la[i] + f * (la[i + 1] - la[i]))
+                    lng.append(ln[i] + f * (ln[i + 1] - ln[i]))
+                    edge.append(e)
+                    bearing.append(b_deg)
+                    pos += SPEED_MPS
+                carry = pos - seg
+        if len(lat) < 30:
+            continue
+        lat, lng = np.array(lat), np.array(lng)
+        ky = 111_195.0
+        nlat = lat + rng.normal(0, noise_m, len(lat)) / ky
+        nlng = lng + rng.normal(0, noise_m, len(lat)) / (ky * np.cos(np.radians(lat)))
+        speed = SPEED_MPS + rng.normal(0, SPEED_NOISE_MPS, len(lat))
+        heading = (np.array(bearing) + rng.normal(0, heading_noise_deg, len(lat))) % 360.0
+        traces.append((nlat, nlng, speed, heading, np.array(edge)))
+    return traces
+
+
+def _bearing_deg(lat1, lng1, lat2, lng2) -> float:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dl = np.radians(lng2 - lng1)
+    x = np.sin(dl) * np.cos(p2)
+    y = np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl)
+    return float((np.degrees(np.arctan2(x, y)) + 360.0) % 360.0)
+
+
+def on_true_street(g, matched: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Matched to the true street piece (either direction of a two-way street)."""
+    matched = np.asarray(matched, np.int64)
+    return (matched == true) | ((g.twin[true] >= 0) & (matched == g.twin[true]))
+
+
+def run_online(m: Matcher, traces, *, heading: bool, plan: str | None, lag: int = 0, driver0: int = 0):
+    """(hits, fixes, seconds) of online matching, one fix per call, as ingest would see them.
+
+    plan: None (no route context), "true" (the driver follows the plan) or "wrong"
+    (another trace's path is the plan).
+    """
+    hits = total = 0
+    elapsed = 0.0
+    for i, (lat, lng, speed, hdg, true) in enumerate(traces):
+        d = driver0 + i
+        if plan is not None:
+            planned = true if plan == "true" else traces[(i + 1) % len(traces)][4]
+            m.set_route(d, np.unique(planned))
+        fixes = [Fix(d, k, 1000.0 + k, float(lat[k]), float(lng[k]), 10.0, float(speed[k]),
+                     float(hdg[k]) if heading else None, 0.0) for k in range(len(lat))]
+        t = time.perf_counter()
+        for f in fixes:
+            m.match_online([f])
+        m.flush(d) if lag else None
+        elapsed += time.perf_counter() - t
+        got = np.array([f.edge if f.edge is not None else -1 for f in fixes])
+        hits += int(on_true_street(m.g, got, true).sum())
+        total += len(true)
+        m.set_route(d, None)
+    return hits, total, elapsed
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--graphs", nargs="+", default=["heidelberg", "porto", "monaco"])
+    ap.add_argument("--routes", type=int, default=20, help="simulated drives per graph (>= 1 km each)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--noise", type=float, default=10.0, help="GPS noise, m per axis")
+    ap.add_argument("--heading-noise", type=float, default=10.0, help="course-over-ground noise, degrees")
+    args = ap.parse_args(argv)
+
+    from routing import graph, snap
+
+    rows = []
+    for name in args.graphs:
+        g = graph.load(OSM / f"{name}.osm.pbf", progress=False)
+        traces = simulate(g, np.random.default_rng(args.seed), args.routes, noise_m=args.noise,
+                          heading_noise_deg=args.heading_noise)
+        n = sum(len(t[4]) for t in traces)
+        res: dict[str, tuple[float, float]] = {}
+        t = time.perf_counter()
+        hits = sum(int(on_true_street(g, snap.snap(g, la, ln, max_distance_m=None).edge, tr).sum())
+                   for la, ln, _s, _h, tr in traces)
+        res["nearest road"] = (hits / n, (time.perf_counter() - t) / n * 1e3)
+        m = Matcher(g)
+        m.match_online([Fix(-1, 0, 0.0, float(g.lat[0]), float(g.lng[0]), 10.0, None, None, 0.0)])  # numba warm-up
+        t = time.perf_counter()
+        hits = 0
+        for la, ln, sp, _h, tr in traces:
+            edges, _ = m.match_trace(la, ln, np.arange(len(la), dtype=float), sp)
+            hits += int(on_true_street(g, edges, tr).sum())
+        res["offline Viterbi"] = (hits / n, (time.perf_counter() - t) / n * 1e3)
+        methods = [
+            ("online", dict(heading=False, plan=None)),
+            ("online + route", dict(heading=False, plan="true")),
+            ("online + heading", dict(heading=True, plan=None)),
+            ("online + heading + route", dict(heading=True, plan="true")),
+            ("online + heading + wrong route", dict(heading=True, plan="wrong")),
+        ]
+        if hasattr(Matcher, "flush"):
+            methods += [
+                ("lag 1 + heading", dict(heading=True, plan=None, lag=1)),
+                ("lag 1 + heading + route", dict(heading=True, plan="true", lag=1)),
+                ("lag 2 + heading + route", dict(heading=True, plan="true", lag=2)),
+            ]
+        for k, (label, kw) in enumerate(methods):
+            lag = kw.get("lag", 0)
+            mm = Matcher(g, lag=lag) if lag else Matcher(g)
+            h, tot, s = run_online(mm, traces, driver0=1000 * (k + 1), **kw)
+            res[label] = (h / tot, s / tot * 1e3)
+        rows.append((name, n, res))
+        print(f"# {name}: {len(traces)} drives, {n} fixes", file=sys.stderr, flush=True)
+
+    base_label = "nearest road"
+    print(f"\nnoise {args.noise:g} m per axis, heading noise {args.heading_noise:g} deg, seed {args.seed}, "
+          f"{args.routes} drives per graph\n")
+    labels = list(rows[0][2])
+    print(f"| method | " + " | ".join(f"{name} ({n} fixes)" for name, n, _ in rows) + " | ms/fix (per graph) |")
+    print("|---|" + "---|" * len(rows) + "---|")
+    for lab in labels:
+        cells = []
+        for _name, _n, res in rows:
+            acc = res[lab][0]
+            ratio = acc / res[base_label][0]
+            cells.append(f"{acc * 100:.1f} % (x{ratio:.2f})")
+        ms = " / ".join(f"{res[lab][1]:.2f}" for _n, _c, res in rows)
+        print(f"| {lab} | " + " | ".join(cells) + f" | {ms} |")
+    print(f"\n(xN = accuracy / nearest-road accuracy in this run; load: {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
