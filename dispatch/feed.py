@@ -168,7 +168,16 @@ class Watcher:
 
 
 class FleetFeed:
-    """The per-process aggregation loop (see the module docstring)."""
+    """The per-process aggregation loop (see the module docstring).
+
+    Two tasks: `_run` reads live positions from Redis once per `interval_s` and never touches
+    Postgres; `_check` reads the dispatch tables' signature every `check_every_s` (or at once
+    on a notice). They were one loop, and a saturated database pool (every HTTP request holds
+    one of its connections) held each tick — and so the first frame every new watcher waits
+    for — behind a connection: under load every fleet board got no frame within 10 s.
+    """
+
+    DB_TIMEOUT_S = 5.0  # a table check that cannot get a connection or answer by then is skipped (tried again next time)
 
     def __init__(self, *, redis: aioredis.Redis, prefix: str, pool: Any = None, interval_s: float = 1.0,
                  check_every_s: float = 3.0, clock: Callable[[], float] = time.time) -> None:
@@ -185,42 +194,63 @@ class FleetFeed:
         self.frame_ms: float = 0.0  # time to build and fan out the last frame
         self._known_ts: dict[bytes, bytes] = {}
         self._signature: tuple | None = None
-        self._last_check = 0.0
         self._check_now = asyncio.Event()
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._listener: asyncio.Task | None = None
+        self._ready = asyncio.Event()  # the first positions read is done
+        self._checked = asyncio.Event()  # the first table check is done (or failed)
+        self._tasks: list[asyncio.Task] = []
+        self._joining = 0  # watchers between `watch()` and joining the set: the loop must not stop under them
         self._lock = asyncio.Lock()
+
+    @property
+    def _task(self) -> asyncio.Task | None:  # the positions loop (tests look at it)
+        return self._tasks[0] if self._tasks else None
 
     # -- watchers --
 
-    async def watch(self) -> Watcher:
+    async def watch(self, *, timeout_s: float = 10.0) -> Watcher:
         """A new watcher; its first frame is a snapshot of every driver's newest position."""
-        async with self._lock:
-            if self._task is None or self._task.done():
-                self._ready.clear()
-                self._task = asyncio.create_task(self._run(), name="fleet-feed")
-                self._listener = asyncio.create_task(self._listen(), name="fleet-feed-events")
-        await asyncio.wait_for(self._ready.wait(), timeout=10)
-        w = Watcher()
-        # No await between the snapshot and joining the set: no frame can fall in between.
-        w.queue.put_nowait(self.snapshot_frame())
-        self.watchers.add(w)
+        self._joining += 1
+        try:
+            async with self._lock:
+                if not self._tasks or self._tasks[0].done():
+                    self._ready.clear()
+                    self._checked.clear()
+                    self._tasks = [asyncio.create_task(self._run(), name="fleet-feed"),
+                                   asyncio.create_task(self._check(), name="fleet-feed-tables"),
+                                   asyncio.create_task(self._listen(), name="fleet-feed-events")]
+            await asyncio.wait_for(self._ready.wait(), timeout=timeout_s)
+            # The table baseline is taken before the first watcher joins (else a change made just
+            # after it joined would become the baseline and never be announced) — but a slow
+            # database delays the snapshot by at most a second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._checked.wait(), 1.0)
+            w = Watcher()
+            # No await between the snapshot and joining the set: no frame can fall in between.
+            w.queue.put_nowait(self.snapshot_frame())
+            self.watchers.add(w)
+        except BaseException:
+            self._joining -= 1
+            if not self.watchers and not self._joining:
+                await self.stop()  # nobody left to feed: do not leave the loop running
+            raise
+        self._joining -= 1
         return w
 
     async def unwatch(self, w: Watcher) -> None:
         self.watchers.discard(w)
-        if not self.watchers:
+        if not self.watchers and not self._joining:
             await self.stop()
 
     async def stop(self) -> None:
         async with self._lock:
-            for task in (self._task, self._listener):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
-            self._task = self._listener = None
+            if self.watchers or self._joining:
+                return  # somebody joined while we waited for the lock
+            tasks, self._tasks = self._tasks, []
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
             self._known_ts.clear()  # a restart re-reads everything: positions may have moved meanwhile
 
     # -- frames --
@@ -259,20 +289,26 @@ class FleetFeed:
         return rows
 
     async def tick(self) -> None:
-        """One frame: positions of drivers that moved, then what changed in the dispatch tables."""
+        """One frame: positions of drivers that moved, then (tests drive this) what changed in the dispatch tables."""
+        await self.tick_positions()
+        await self.check_tables()
+
+    async def tick_positions(self) -> None:
+        """The positions frame of the drivers that moved (Redis only)."""
         t0 = time.perf_counter()
         self.positions.offer(await self.read_live())
         moved = self.positions.take()
         if moved and self.watchers:
             self._broadcast(self._frame("positions", drivers=columns(moved)))
-        now = self.clock()
-        if self.pool is not None and (self._check_now.is_set() or now - self._last_check >= self.check_every_s):
-            self._check_now.clear()
-            self._last_check = now
-            what, version = await self._changes()
-            if what and self.watchers:
-                self._broadcast(self._frame("changed", what=what, plan_version=version))
         self.frame_ms = (time.perf_counter() - t0) * 1000
+
+    async def check_tables(self) -> None:
+        """A `changed` notice when the dispatch tables' signature moved since the previous check."""
+        if self.pool is None:
+            return
+        what, version = await asyncio.wait_for(self._changes(), self.DB_TIMEOUT_S)
+        if what and self.watchers:
+            self._broadcast(self._frame("changed", what=what, plan_version=version))
 
     async def _changes(self) -> tuple[list[str], int | None]:
         row = await self.pool.fetchrow(
@@ -301,17 +337,31 @@ class FleetFeed:
         while True:
             started = time.monotonic()
             try:
-                await self.tick()
+                await self.tick_positions()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - Redis or Postgres hiccup: keep the board alive, retry next tick
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep the board alive, retry next tick
                 log.warning("fleet feed tick failed: %s", exc)
             self._ready.set()
-            # A change notice does not shorten the 1 s cadence: it only makes the next tick check the tables.
             await asyncio.sleep(max(self.interval_s - (time.monotonic() - started), 0.05))
 
+    async def _check(self) -> None:
+        while True:
+            try:
+                await self.check_tables()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Postgres slow or down: positions keep flowing, check again later
+                log.warning("fleet feed table check failed: %r", exc)
+            self._checked.set()
+            # A notice (planner publication, fleet:events) cuts the wait short; so a re-plan shows within a second.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_now.wait(), self.check_every_s)
+            self._check_now.clear()
+            await asyncio.sleep(min(self.interval_s, 0.25))  # a burst of notices makes one check, not one each
+
     async def _listen(self) -> None:
-        """Planner task-list publications and `fleet:events` notices → check the tables on the next tick."""
+        """Planner task-list publications and `fleet:events` notices → check the tables at once."""
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:

@@ -99,11 +99,18 @@ async def fleet_socket(websocket: WebSocket, _=ws_require(Permission.FLEET_READ)
         return
 
     feed = feedmod.feed_for(websocket.app)
-    watcher = await feed.watch()
+    try:
+        # hello first: the client knows it is signed in while the feed (maybe just starting) reads the fleet.
+        await websocket.send_text(orjson.dumps({"type": "hello", "interval_s": feed.interval_s}).decode())
+        watcher = await feed.watch()
+    except TimeoutError:
+        await websocket.close(code=1013, reason="fleet feed not ready: try again")  # 1013: try again later
+        return
+    except (WebSocketDisconnect, RuntimeError):
+        return
     receiver = asyncio.ensure_future(websocket.receive_text())
     sender: asyncio.Future | None = None
     try:
-        await websocket.send_text(orjson.dumps({"type": "hello", "interval_s": feed.interval_s}).decode())
         while True:
             if sender is None:
                 sender = asyncio.ensure_future(watcher.next(feed))

@@ -160,6 +160,53 @@ async def test_a_replan_published_by_the_planner_is_announced_to_watchers(redis,
     assert feed._task is None  # the last watcher leaving stops the loop
 
 
+async def _next_positions(w: Watcher, feed: FleetFeed, driver: int, timeout_s: float = 5.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        msg = orjson.loads(await asyncio.wait_for(w.next(feed), max(deadline - time.monotonic(), 0.01)))
+        if msg["type"] == "positions" and driver in msg["drivers"]["id"]:
+            return msg
+
+
+async def test_positions_keep_flowing_while_every_database_connection_is_busy(redis, prefix, db_url):
+    import asyncpg
+
+    live = LiveState(redis, prefix)
+    await live.update([fix(1, 100.0)])
+    busy = await asyncpg.create_pool(db_url, min_size=1, max_size=1)
+    held = await busy.acquire()  # what a saturated API does to the feed's pool: no connection to be had
+    feed = FleetFeed(redis=redis, prefix=prefix, pool=busy, interval_s=0.05, check_every_s=0.1)
+    try:
+        t0 = time.monotonic()
+        w = await feed.watch()
+        assert time.monotonic() - t0 < 3.0  # the snapshot does not wait for the database
+        assert orjson.loads(await w.next(feed))["drivers"]["id"] == [1]
+        await live.update([fix(1, 101.0, lat=60.3)])
+        assert (await _next_positions(w, feed, 1))["drivers"]["lat"] == [60.3]
+        await feed.unwatch(w)
+    finally:
+        await busy.release(held)
+        await busy.close()
+
+
+async def test_a_watcher_joining_as_the_last_one_leaves_still_gets_its_frames(redis, prefix):
+    live = LiveState(redis, prefix)
+    await live.update([fix(2, 100.0)])
+    feed = FleetFeed(redis=redis, prefix=prefix, interval_s=0.05)
+    first = await feed.watch()
+    await feed.stop()  # the loop stopped (its last watcher left a moment ago) ...
+    feed.watchers.discard(first)
+    joining = asyncio.ensure_future(feed.watch())  # ... and a new board opens while the old one is still leaving
+    await asyncio.sleep(0)
+    await feed.unwatch(first)
+    w = await asyncio.wait_for(joining, 5)
+    assert orjson.loads(await w.next(feed))["type"] == "snapshot"
+    await live.update([fix(2, 101.0)])
+    await _next_positions(w, feed, 2)
+    await feed.unwatch(w)
+    assert feed._task is None
+
+
 # --- /ws/fleet -------------------------------------------------------------------------------------------------
 
 
