@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     commerce_image_base_url: str = "/media/"  # commerce: public URL prefix of the object storage holding product images
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, gt=0, lt=65536)
+    api_workers: int = Field(default=0, ge=0, le=64)  # API processes sharing the port; 0 = one per CPU core
     log_level: str = "INFO"
     log_json: bool = False
     data_dir: Path = Path("var")
