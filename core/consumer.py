@@ -20,6 +20,10 @@ with back-off and never count towards dead-lettering.
 On start a consumer first re-processes its own pending entries (XREADGROUP from id 0);
 it periodically claims entries left idle by dead consumers (XAUTOCLAIM), which is also
 how a failed event gets its next attempt.
+
+`processed_events` would grow by one row per event per group forever; `prune_processed`
+(run every `events_prune_interval_s` by the worker's periodic jobs, `serena.periodic`)
+deletes the rows no re-delivery can still need. Its docstring gives the argument.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import socket
 import time
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -433,6 +438,147 @@ class Consumer:
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+
+# --- pruning processed_events -------------------------------------------------------
+
+PROCESSED_RETENTION_S = 14 * 86400.0  # default floor; settings.events_processed_retention_s
+PRUNE_CHUNK = 5000  # rows per DELETE (one short transaction each)
+PRUNE_MAX_PROTECTED = 10_000  # a group with more unacknowledged entries than this is not pruned this round
+OUTBOX_MARGIN_S = 3600.0  # outbox created_at is the transaction's start; ids are taken later, at insert
+
+# One group's rows older than the cutoff, oldest first, minus the protected ids. The cutoff
+# is the earlier of `now - retention` and the oldest outbox row's created_at (less a margin):
+# every row still in the outbox can be re-sent (`serena events replay`, the relay's recovery),
+# and an event is only ever processed after its outbox row was created, so the record of any
+# re-sendable event is younger than that. SKIP LOCKED: two pruners never wait on each other,
+# and a row a consumer is inserting right now is not touched.
+_PRUNE_SQL = """
+    DELETE FROM processed_events p
+    USING (
+        SELECT event_id FROM processed_events
+        WHERE consumer = $1
+          AND processed_at < LEAST(now() - make_interval(secs => $2),
+                                   (SELECT created_at FROM outbox ORDER BY id LIMIT 1) - make_interval(secs => $3))
+          AND event_id <> ALL($4::uuid[])
+        ORDER BY processed_at
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    ) doomed
+    WHERE p.consumer = $1 AND p.event_id = doomed.event_id
+"""
+
+
+def _event_id(fields: Any) -> str | None:
+    """The entry's event id as a canonical UUID string; None if it has none or a malformed one (never applied)."""
+    for k, v in dict(fields or {}).items():
+        if as_str(k) == "event_id":
+            try:
+                return str(uuid.UUID(as_str(v)))
+            except ValueError:
+                return None
+    return None
+
+
+async def _stream_event_ids(redis: aioredis.Redis, key: str, *, after: str = "-", limit: int) -> list[str] | None:
+    """Event ids of the entries of `key` after stream id `after` (exclusive; "-" = all); None if more than `limit`."""
+    ids: list[str] = []
+    start = "-" if after == "-" else f"({after}"
+    while True:
+        page = await redis.xrange(key, min=start, max="+", count=1000)
+        for sid, fields in page:
+            eid = _event_id(fields)
+            if eid:
+                ids.append(eid)
+        if len(ids) > limit:
+            return None
+        if len(page) < 1000:
+            return ids
+        start = f"({as_str(page[-1][0])}"
+
+
+async def protected_event_ids(redis: aioredis.Redis, prefix: str, *, limit: int = PRUNE_MAX_PROTECTED) -> dict[str, set[str]] | None:
+    """For each consumer group of the stream: the event ids it may still be delivered from Redis.
+
+    That is the dead letters (a requeue re-sends them to every group), the group's pending
+    entries and every entry after its last-delivered id. Read in that order, so an entry
+    moving between those states while we read is seen in one of them. None for "do not
+    prune at all" (too many dead letters to be sure); a group left out of the answer (too
+    much to read) is not pruned this round. A group that exists only in the database (the
+    stream or the group was deleted) is never pruned: its position is unknown.
+    """
+    stream = events.stream_key(prefix)
+    dead = await _stream_event_ids(redis, events.dead_letter_key(prefix), limit=limit * 10)
+    if dead is None:
+        log.warning("processed_events not pruned: more than %d dead letters (requeue or delete them)", limit * 10)
+        return None
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except redis.exceptions.ResponseError:  # no stream: no group has a known position
+        return {}
+    out: dict[str, set[str]] = {}
+    for g in groups:
+        info = {as_str(k): v for k, v in g.items()}
+        name, last = as_str(info["name"]), as_str(info["last-delivered-id"])
+        if int(info.get("pending") or 0) > limit:
+            continue
+        pending = await redis.xpending_range(stream, name, min="-", max="+", count=limit + 1)
+        if len(pending) > limit:
+            continue
+        pipe = redis.pipeline(transaction=False)
+        for row in pending:
+            sid = as_str(row["message_id"])
+            pipe.xrange(stream, min=sid, max=sid)
+        ids = {eid for reply in await pipe.execute() for _sid, fields in reply if (eid := _event_id(fields))}
+        later = await _stream_event_ids(redis, stream, after=last, limit=limit)
+        if later is None:
+            continue
+        out[name] = ids | set(later) | set(dead)
+    return out
+
+
+async def prune_processed(db: asyncpg.Pool | asyncpg.Connection, redis: aioredis.Redis, prefix: str, *,
+                          retention_s: float = PROCESSED_RETENTION_S, chunk: int = PRUNE_CHUNK) -> dict[str, int]:
+    """Delete processed_events rows no re-delivery can still need; rows deleted per group.
+
+    A row is what makes a re-delivered event a no-op, so it may go only when its event can
+    no longer reach its group. Events reach a group from three places, and each is covered:
+
+    1. The stream. Entries are trimmed only after every group acknowledged them, but a
+       stuck group can keep entries pending (or unread) for as long as it is down, so age
+       alone proves nothing: the ids of every entry the group has not acknowledged yet
+       (pending, or after its last-delivered id) are read from Redis and kept, whatever
+       their age. Groups Redis does not know are not pruned.
+    2. Dead letters, which a requeue sends to every group again however old: kept while
+       they are in the dead-letter stream.
+    3. The outbox, which the relay re-sends from (a relay crash between XADD and marking,
+       the recovery after Redis lost writes, `serena events replay`). A row is re-sendable
+       as long as it exists (7 days by default), and an event is processed only after its
+       outbox row was created, so the cutoff is never later than the oldest outbox row's
+       `created_at` (less an hour for transactions that started before they inserted).
+
+    On top of these, nothing younger than `retention_s` (default 14 days, at least a day:
+    longer than the outbox's 7 days, the stream's 24 h of acknowledged history and Stripe's
+    3 days of webhook retries, which re-emit with the same derived event id) is deleted,
+    so a producer that repeats a fact within that window is still caught.
+    """
+    protected = await protected_event_ids(redis, prefix)
+    if not protected:
+        return {}
+    deleted: dict[str, int] = {}
+    for group, ids in protected.items():
+        keep = sorted(ids)
+        total = 0
+        while True:
+            status = await db.execute(_PRUNE_SQL, group, float(retention_s), OUTBOX_MARGIN_S, keep, chunk)
+            n = int(status.split()[-1])
+            total += n
+            if n < chunk:
+                break
+        if total:
+            deleted[group] = total
+            log.info("processed_events: pruned %d rows of group %s", total, group)
+    return deleted
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

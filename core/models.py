@@ -198,6 +198,8 @@ class ProcessedEvent(Base):
     """Idempotency record: consumer `consumer` has applied event `event_id` (inserted with the effect)."""
 
     __tablename__ = "processed_events"
+    # Pruning (core.consumer.prune_processed) walks one group's oldest rows; migration 0003.
+    __table_args__ = (Index("ix_processed_events_consumer_processed_at", "consumer", "processed_at"),)
 
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
