@@ -82,6 +82,7 @@ def compute(result) -> dict:
                     "task_lists_received": m.task_lists},
         "watchers": {"opened": m.counters.get("watch.opened", 0), "messages": m.watch_msgs, "status": dict(m.watch_status)},
         "simulator_cpu": result.cpu,
+        "scale": {k: v for k, v in m.scale.items() if k != "drive_start_wall"},
         "wall_s": round(result.wall_s, 1),
         "kpis": result.platform.get("kpis"),
         "counters": dict(m.counters),
@@ -114,10 +115,22 @@ def terminal(g: dict) -> str:
         f"planner     plans seen {pl['plans_seen']}  versions {pl['versions']}  churn mean "
         f"{_f(None if pl['churn_mean'] is None else 100 * pl['churn_mean'], '.1f', ' %')}  task lists {pl['task_lists_received']}",
         f"watchers    {g['watchers']['opened']} tracking sockets, {g['watchers']['messages']} updates {g['watchers']['status']}",
+        _scale_line(g.get("scale") or {}),
         f"simulator   {g['simulator_cpu'].get('cores_used', 0):.2f} cores on average over {g['wall_s']:.0f} s "
         f"(driving phase {g['simulator_cpu'].get('drive_phase', 0):.2f} cores)",
     ]
     return "\n".join(lines)
+
+
+def _scale_line(sc: dict) -> str:
+    w = sc.get("steady_window") or {}
+    line = (f"bootstrap   drivers created in {_f(sc.get('create_s'), '.1f', ' s')}, {sc.get('signed_in', 0)} signed in "
+            f"(last at +{_f(sc.get('last_sign_in_s'), '.1f', ' s')}), {sc.get('streaming', 0)} streaming "
+            f"(all by +{_f(sc.get('all_streaming_s'), '.1f', ' s')})")
+    if w:
+        line += (f"\nsteady      {w['length_s']} s from +{w['start_s']:.0f} s: sent {w['sent']} ({w['sent_per_s']:.1f}/s), "
+                 f"stored {w['stored']} ({w['stored_per_s']:.1f}/s)")
+    return line
 
 
 def _png(fig) -> str:

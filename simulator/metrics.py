@@ -29,6 +29,9 @@ class Metrics:
     geofence_checks: int = 0
     geofence_false: int = 0
     timeline: list[dict] = field(default_factory=list)  # periodic samples for the plots
+    first_sent: dict[int, float] = field(default_factory=dict)  # driver -> wall time its first fix went out
+    sent_by_s: Counter = field(default_factory=Counter)  # unique fixes sent by their timestamp's whole second
+    scale: dict = field(default_factory=dict)  # bootstrap and steady-window figures (run.py fills it)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n
@@ -39,6 +42,9 @@ class Metrics:
         if key not in self._seen:
             self._seen.add(key)
             self.fixes_sent += 1
+            self.sent_by_s[int(p["ts"])] += 1
+            if driver_id not in self.first_sent:
+                self.first_sent[driver_id] = p["sent_at"]
         self._sent_at[(driver_id, round(float(p["ts"]), 1))] = p["sent_at"]
         if len(self._sent_at) > 200_000:
             self._sent_at.popitem(last=False)

@@ -38,6 +38,9 @@ from simulator.truth import TruthLog
 
 log = logging.getLogger("serena.simulator")
 
+SIGNIN_CONCURRENCY = 16
+CREATE_CONCURRENCY = 8  # driver creations in flight (each costs the API one argon2 hash)
+
 
 @dataclass
 class SimConfig:
@@ -127,7 +130,10 @@ class Simulation:
         self.placed: list[customer.Placed] = []
         self.orders_by_job: dict[str, demand.Order] = {}
         self.drivers_stop = asyncio.Event()
-        self._signin = asyncio.Semaphore(4)
+        # Sign-ins in flight at once: enough to keep the API's argon2 pool (one thread per core)
+        # busy behind network and database latency; more would only queue in the connection pool.
+        self._signin = asyncio.Semaphore(SIGNIN_CONCURRENCY)
+        self.drive_end_wall: float | None = None
         self.watchers_stop = asyncio.Event()
         self.orders_done = asyncio.Event()
         mq = urlsplit(cfg.mqtt_url)
@@ -180,9 +186,11 @@ class Simulation:
             if cfg.commerce_share > 0:
                 await api.ensure_zone(self.admin, self.city, self.tag)
             bar = _bar(cfg.progress, total=cfg.drivers, desc="creating drivers", unit="driver")
+            t_create = time.time()
             accounts = await api.create_drivers(self.admin, n=cfg.drivers, tag=self.tag, depot_id=self.depot["id"],
-                                                on_progress=bar.update)
+                                                concurrency=CREATE_CONCURRENCY, on_progress=bar.update)
             bar.close()
+            self.metrics.scale["create_s"] = round(time.time() - t_create, 1)
             rng = np.random.default_rng([cfg.seed, 2])
             model = PhoneModel.perfect() if cfg.perfect_gps else PhoneModel(noise_m=cfg.noise_m)
             for a in accounts:
@@ -194,6 +202,7 @@ class Simulation:
             tqdm.write(f"bootstrap: depot {self.depot['id']}, {len(accounts)} drivers and vans created in "
                        f"{time.time() - wall_start:.1f} s; {len(self.book)} orders in the book")
             self.clock.start()
+            self.metrics.scale["drive_start_wall"] = time.time()
             tasks = [asyncio.ensure_future(self._start_driver(d, i)) for i, d in enumerate(self.drivers)]
             ticker = asyncio.ensure_future(self._ticker())
             monitor = asyncio.ensure_future(self._monitor())
@@ -215,6 +224,7 @@ class Simulation:
                     await main
             finally:
                 self.drivers_stop.set()
+                self.drive_end_wall = time.time()
                 done, pending = await asyncio.wait(tasks, timeout=20.0 + 60.0 / cfg.speedup)  # then cut short: shifts still end
                 for t in pending:
                     t.cancel()
@@ -248,6 +258,8 @@ class Simulation:
             for attempt in range(5):
                 try:
                     await d.session.login()
+                    self.metrics.scale["signed_in"] = self.metrics.scale.get("signed_in", 0) + 1
+                    self.metrics.scale["last_sign_in_s"] = round(time.time() - self.metrics.scale["drive_start_wall"], 1)
                     break
                 except (httpx.HTTPError, api.ApiError) as exc:
                     log.warning("driver %s: sign-in failed (%s); retrying", d.id, exc)
@@ -411,8 +423,11 @@ class Simulation:
         end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
         sem = asyncio.Semaphore(8)
 
+        window = self._steady_window()
+        stored_in_window = 0
+
         async def one(d: Driver) -> None:
-            nonlocal stored
+            nonlocal stored, stored_in_window
             async with sem:
                 with contextlib.suppress(Exception):
                     r = await self.admin.get(f"/v1/tracking/drivers/{d.id}/rejections", params={"hours": 24})
@@ -422,12 +437,39 @@ class Simulation:
                 with contextlib.suppress(Exception):
                     r = await self.admin.get(f"/v1/tracking/drivers/{d.id}/track", params={"start": start, "end": end})
                     if r.status_code == 200:
-                        stored += len(r.json())
+                        fixes = r.json()
+                        stored += len(fixes)
+                        if window:
+                            stored_in_window += sum(1 for f in fixes if window[0] <= f["ts"] < window[1])
 
         await asyncio.gather(*(one(d) for d in self.drivers))
         out["fixes_stored"] = stored
+        if window:
+            w0, w1 = window
+            sent = sum(n for s, n in self.metrics.sent_by_s.items() if w0 <= s < w1)
+            self.metrics.scale["steady_window"] = {
+                "start_s": round(w0 - self.metrics.scale["drive_start_wall"], 1), "length_s": w1 - w0,
+                "sent": sent, "stored": stored_in_window, "sent_per_s": round(sent / (w1 - w0), 1),
+                "stored_per_s": round(stored_in_window / (w1 - w0), 1)}
         out["fixes_rejected"] = rejected
         return out
+
+
+    def _steady_window(self) -> tuple[int, int] | None:
+        """Whole seconds of fix time from 5 s after the last driver began streaming to 5 s before driving ended.
+
+        Fixes sent and stored are both counted by the fix's own timestamp over this window, so
+        a fix still in flight at the window's end is not counted as lost.
+        """
+        first = self.metrics.first_sent
+        if not first or self.drive_end_wall is None:
+            return None
+        scale = self.metrics.scale
+        t0 = scale["drive_start_wall"]
+        scale["streaming"] = len(first)
+        scale["all_streaming_s"] = round(max(first.values()) - t0, 1) if len(first) == len(self.drivers) else None
+        w0, w1 = int(max(first.values())) + 5, int(self.drive_end_wall) - 5
+        return (w0, w1) if w1 - w0 >= 10 else None
 
 
 async def _wait_for_api(http: httpx.AsyncClient, *, timeout_s: float) -> None:

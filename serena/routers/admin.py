@@ -115,10 +115,13 @@ async def create_driver(body: DriverCreateIn, request: Request, background: Back
     driver = await identity.create_driver(db=db, actor=actor, email=body.email, password=body.password,
                                           display_name=body.display_name, phone=body.phone,
                                           mqtt_password_hash=_mqtt_hash(mqtt_password))
-    # Background tasks run after the response, i.e. after this request's transaction committed,
-    # so the sync reads the new row.
-    background.add_task(_sync_broker, request.app)
     out = DriverOut.model_validate(driver).model_dump()
+    # Commit before the broker sync is scheduled: background tasks run before the request's
+    # `get_db` dependency exits (FastAPI runs yield-dependency teardown after the response and
+    # its background tasks), so without this the sync read the table without this driver and
+    # the last driver of a burst could never connect (seen: 1 of 20 refused for good).
+    await db.commit()
+    background.add_task(_sync_broker, request.app)
     return DriverCreatedOut(**out, mqtt_username=mqtt.driver_username(driver.id), mqtt_password=mqtt_password)
 
 

@@ -23,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from core import mqtt
+from core.rbac import Role
 from core.settings import Settings
 from serena import broker
 
@@ -382,6 +383,29 @@ async def test_a_burst_of_syncs_shares_one_reload_and_every_new_driver_can_conne
     finally:
         for user_id, _, _ in created:
             await pool.execute("DELETE FROM users WHERE id = $1", user_id)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_driver_created_through_the_admin_api_can_connect_without_any_later_creation(
+        start_broker, app, client, make_account, pool):
+    """The sync scheduled by the create request must see the new driver: no later sync is coming to fix it."""
+    s = start_broker([])
+    admin = await make_account(Role.DISPATCHER)
+    saved = app.state.settings
+    app.state.settings = s  # this app's broker sync writes into the test broker's dir
+    try:
+        r = await client.post("/v1/admin/drivers", headers=admin.headers, json={
+            "email": f"api-{uuid.uuid4().hex[:8]}@test.serena", "password": "correct horse battery",
+            "display_name": "API Driver"})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        async with asyncio.timeout(WAIT_S):
+            while (rc := Conn(s, body["mqtt_username"], body["mqtt_password"]).connect()) != 0:
+                assert rc == NOT_AUTHORIZED
+                await asyncio.sleep(0.05)
+    finally:
+        app.state.settings = saved
+        await pool.execute("DELETE FROM users WHERE id = (SELECT user_id FROM drivers WHERE id = $1)", body["id"])
 
 
 def test_queued_qos1_messages_survive_a_broker_restart(start_broker):
