@@ -1,4 +1,4 @@
-"""`serena commerce ...`: seed a demo shop, run the delivery-event consumer."""
+"""`serena commerce ...`: seed a demo shop, run the delivery-event consumer, expire unpaid orders."""
 
 from __future__ import annotations
 
@@ -46,29 +46,23 @@ def reindex(database_url: str = typer.Option(None, help="defaults to SERENA_DATA
 
 
 @app.command()
-def expire(card_minutes: int = typer.Option(60, min=1, help="cancel card orders unpaid after this long"),
-           bank_transfer_days: int = typer.Option(7, min=1, help="cancel bank-transfer orders unpaid after this long"),
+def expire(card_minutes: int = typer.Option(None, min=1, help="cancel card orders unpaid after this long "
+                                                              "(default SERENA_COMMERCE_UNPAID_CARD_S)"),
+           bank_transfer_days: int = typer.Option(None, min=1, help="cancel bank-transfer orders unpaid after this long "
+                                                                    "(default SERENA_COMMERCE_UNPAID_BANK_TRANSFER_S)"),
            database_url: str = typer.Option(None, help="defaults to SERENA_DATABASE_URL")) -> None:
-    """Cancel orders whose payment never arrived and release their stock (run from cron every few minutes)."""
-    from datetime import UTC, datetime
+    """Cancel orders whose payment never arrived and release their stock, now.
 
-    from commerce.orders import service as orders
-    from commerce.payments.provider import StripeProvider
-    from core import db as dbmod
+    `serena worker` already runs this every SERENA_COMMERCE_EXPIRE_INTERVAL_S (serena.periodic);
+    this command is for a run by hand (it ignores the workers' once-per-interval mark).
+    """
+    from serena import periodic
 
     settings = _settings(database_url)
-
-    async def run() -> int:
-        engine = dbmod.make_engine(settings.database_url, pool_size=1)
-        try:
-            async with dbmod.make_sessionmaker(engine)() as db, db.begin():
-                return await orders.expire_unpaid(db=db, provider=StripeProvider(settings), now=datetime.now(UTC),
-                                                  card_after_s=card_minutes * 60,
-                                                  bank_transfer_after_s=bank_transfer_days * 86400)
-        finally:
-            await engine.dispose()
-
-    typer.echo(f"{asyncio.run(run())} unpaid orders cancelled")
+    card_s = card_minutes * 60 if card_minutes else settings.commerce_unpaid_card_s
+    bank_s = bank_transfer_days * 86400 if bank_transfer_days else settings.commerce_unpaid_bank_transfer_s
+    n = asyncio.run(periodic.expire_all(settings, card_after_s=card_s, bank_transfer_after_s=bank_s))
+    typer.echo(f"{n} unpaid orders cancelled")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`serena worker`: the Celery worker (notifications, webhooks; later invoices, reports) and the notifications event consumer.
+"""`serena worker`: the Celery worker (notifications, webhooks, periodic jobs) and the notifications event consumer.
 
 One command, two OS processes: this one runs the event consumer (asyncio) and a recovery
 sweep; a child runs `celery worker` (prefork). If either side dies the command exits
@@ -6,6 +6,10 @@ non-zero and the supervisor restarts both, so a half-running worker never linger
 Celery uses the platform's Redis (`SERENA_REDIS_URL`) with every key under
 `<SERENA_REDIS_PREFIX>celery:` (kombu's `global_keyprefix`), so it shares nothing with the
 event stream and parallel test runs do not see each other's queues.
+
+The Celery child also runs an embedded beat (`-B`) that sends the periodic jobs of
+`serena.periodic` (unpaid-order expiry, processed_events pruning) to the `periodic` queue;
+that module explains why N workers' beats still make one run per interval.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ def make_celery(settings):
     """The platform's Celery app for `settings` (broker only: task results live in our own tables)."""
     from celery import Celery
 
-    celery = Celery("serena", broker=settings.redis_url, include=["notifications.tasks"])
+    from serena import periodic
+
+    celery = Celery("serena", broker=settings.redis_url, include=["notifications.tasks", "serena.periodic"])
     celery.conf.update(
         broker_transport_options={"global_keyprefix": f"{settings.redis_prefix}celery:",
                                   # a task not acked within this long is handed to another worker;
@@ -43,6 +49,11 @@ def make_celery(settings):
         worker_prefetch_multiplier=1,
         task_default_queue="notifications",
         worker_hijack_root_logger=False,
+        # Periodic jobs (serena.periodic): every worker embeds a beat (`-B`); a Redis mark per
+        # job and interval makes N beats one run. In-memory schedule: no file to share or lock.
+        beat_schedule=periodic.beat_schedule(settings),
+        beat_scheduler="celery.beat:Scheduler",
+        result_expires=None,  # no result backend: no daily backend_cleanup task either
     )
     return celery
 
@@ -61,8 +72,10 @@ def __getattr__(name: str):
 
 
 def celery_command(settings, *, concurrency: int) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "serena.commands.worker:celery_app", "worker",
-            "-Q", "notifications", "-c", str(concurrency), "-n", f"worker-{os.getpid()}@{socket.gethostname()}",
+    from serena import periodic
+
+    return [sys.executable, "-m", "celery", "-A", "serena.commands.worker:celery_app", "worker", "-B",
+            "-Q", f"notifications,{periodic.QUEUE}", "-c", str(concurrency), "-n", f"worker-{os.getpid()}@{socket.gethostname()}",
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 
