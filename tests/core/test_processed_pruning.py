@@ -100,3 +100,18 @@ async def test_pruning_deletes_in_chunks_and_leaves_other_groups_alone(bus, pool
     assert await prune_processed(pool, bus.redis, bus.prefix, retention_s=14 * DAY_S, chunk=7) == {"fx": 25}
     assert await _rows(pool) == set()
     assert await _rows(pool, "fx-other") == set(ids)
+
+
+async def test_the_workers_periodic_job_prunes_once_per_interval(bus, pool, settings):
+    from serena import periodic
+
+    ids = await bus.emit_n(3)
+    await bus.relay().drain()
+    await bus.consumer().run_until_idle()
+    await pool.execute("DELETE FROM outbox")
+    await _age(pool, ids, days=15)
+    job_settings = settings.model_copy(update={"redis_prefix": bus.prefix, "events_processed_retention_s": 14 * 86400,
+                                               "events_prune_interval_s": 3600})
+    assert await periodic.prune_processed_events(job_settings) == {"fx": 3}
+    assert await periodic.prune_processed_events(job_settings) is None  # this interval's run is done (by any worker)
+    await bus.redis.delete(periodic.run_key(bus.prefix, "prune-processed-events"))
