@@ -134,4 +134,13 @@ def _annotate_openapi(app: FastAPI) -> None:
 
 
 def metrics_response() -> Response:
+    """Prometheus text; with several API processes (PROMETHEUS_MULTIPROC_DIR, set by `serena up`) the sum over all of them."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -39,11 +39,39 @@ def _module_exists(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def process_specs(settings: Settings, *, workers: int = 1) -> list[Spec]:
-    """The processes of ARCHITECTURE.md that exist so far."""
+def api_workers(settings: Settings, workers: int | None = None) -> int:
+    """API processes to run: the option, else SERENA_API_WORKERS, else one per CPU core."""
+    import os
+
+    return workers or settings.api_workers or os.cpu_count() or 1
+
+
+def _metrics_dir(settings: Settings) -> str:
+    """A fresh directory where the API processes keep their Prometheus values (multiprocess mode)."""
+    import shutil
+    from pathlib import Path
+
+    d = Path(settings.data_dir).absolute() / "run" / f"prometheus-api-{settings.api_port}"
+    shutil.rmtree(d, ignore_errors=True)  # values of a previous run's (dead) processes must not be summed in
+    d.mkdir(parents=True)
+    return str(d)
+
+
+def process_specs(settings: Settings, *, workers: int | None = None) -> list[Spec]:
+    """The processes of ARCHITECTURE.md that exist so far.
+
+    The API runs as `workers` uvicorn worker processes on one listening socket (the kernel
+    hands each connection to one of them): per-process state is only caches and the fleet
+    feed loop (dispatch.feed, one per process, reading Redis); WebSocket fan-out goes through
+    Redis pub/sub; migrations run once, in `up`, before any process starts; /metrics sums all
+    workers (prometheus_client multiprocess mode, one value file per process in a directory
+    emptied at start).
+    """
+    n = api_workers(settings, workers)
+    env = {"PROMETHEUS_MULTIPROC_DIR": _metrics_dir(settings)} if n > 1 else {}
     specs = [Spec("api", python_module("uvicorn", "serena.asgi:app", "--host", settings.api_host,
-                                       "--port", str(settings.api_port), "--workers", str(workers),
-                                       "--no-access-log", "--log-level", settings.log_level.lower()))]
+                                       "--port", str(settings.api_port), "--workers", str(n),
+                                       "--no-access-log", "--log-level", settings.log_level.lower()), env=env)]
     if _module_exists("core.relay"):
         specs.append(Spec("relay", python_module("serena.cli", "events", "relay")))
     if _module_exists("tracking.ingest"):
@@ -73,7 +101,7 @@ def migrate() -> None:
 
 
 @app.command()
-def up(workers: int = typer.Option(1, min=1, max=16, help="uvicorn worker processes for the api"),
+def up(workers: int = typer.Option(0, min=0, max=64, help="API worker processes (default SERENA_API_WORKERS, else one per core)"),
        simulate: bool = typer.Option(False, "--simulate", help="also run `serena simulate $SERENA_SIM_ARGS` once (make demo)")) -> None:
     """Migrate the database, then run the platform's processes until Ctrl-C."""
     settings = settings_or_exit()
@@ -83,7 +111,7 @@ def up(workers: int = typer.Option(1, min=1, max=16, help="uvicorn worker proces
     log.info("services reachable: %s", ", ".join(f"{k} {v}" for k, v in found.items()))
     migrations.upgrade(settings.database_url)
     log.info("database schema is up to date")
-    specs = process_specs(settings, workers=workers)
+    specs = process_specs(settings, workers=workers or None)
     if simulate:  # one-shot: when the simulation ends, the platform keeps running for people to look at
         import os
         import shlex

@@ -103,6 +103,8 @@ def load(
     profile: str = typer.Option("smoke", help="smoke | peak"),
     host: str = typer.Option("http://127.0.0.1:8000", help="the platform (loopback only)"),
     out: Path = typer.Option(Path("var/load"), help="Locust CSV output directory"),
+    processes: int = typer.Option(1, min=1, max=16, help="Locust processes (--processes); 1 is enough below ~1,000 req/s"),
+    duration: int = typer.Option(0, min=0, help="run time in seconds (default: the profile's)"),
 ) -> None:
     """Run the Locust load test headless with a bounded profile; print per-endpoint figures; exit 1 on a missed budget."""
     from load import runner
@@ -110,5 +112,5 @@ def load(
     if not re.match(r"^https?://(127\.0\.0\.1|localhost)(:\d+)?/?$", host):
         typer.echo("error: load tests run against 127.0.0.1 only", err=True)
         raise typer.Exit(2)
-    code = runner.run(profile=profile, host=host.rstrip("/"), out_dir=out)
+    code = runner.run(profile=profile, host=host.rstrip("/"), out_dir=out, processes=processes, run_time_s=duration or None)
     sys.exit(code)

@@ -30,14 +30,36 @@ def test_websocket_and_mqtt_rows_are_not_held_to_the_http_budget():
     assert runner.budgets(rows, check_rates=True) == []
 
 
-def test_the_locustfile_defines_the_four_user_types():
+def test_calls_to_localstripe_are_reported_but_not_held_to_the_platform_budget():
+    rows = [row("localstripe payment_methods (browser side)", 900, 5, "POST"), row("POST /v1/cart", 20, 5, "POST")]
+    assert [n for n, _, _ in runner.budgets(rows, check_rates=False)] == ["POST /v1/cart p95 < 200 ms"]
+
+
+def test_steady_rate_leaves_the_ramp_up_out():
+    # 10 s of ramp-up at 10 req/s, then 20 s at 500 req/s (Locust's full history: cumulative counts per second)
+    history = [{"Timestamp": str(1000 + t), "Name": "GET /v1/catalog/search?q",
+                "Total Request Count": str(10 * t if t <= 10 else 100 + 500 * (t - 10))} for t in range(31)]
+    history.append({"Timestamp": "1030", "Name": "Aggregated", "Total Request Count": "1"})
+    rates = runner.steady_rates(history, warmup_s=10)
+    assert rates == {"GET /v1/catalog/search?q": 500.0}
+    peak = dict((n, m) for n, m, _ in runner.budgets([row("GET /v1/catalog/search?q", 20, 335)], check_rates=True, rates=rates))
+    assert peak["catalog at 500 req/s"] is True  # the whole-run average (335) would have said no
+
+
+def test_peak_offers_the_promised_rates():
+    peak = runner.PROFILES["peak"]
+    assert peak.catalog_users * peak.catalog_rps >= runner.CATALOG_RPS
+    assert peak.buyers * peak.buy_rate >= runner.CHECKOUT[2]
+
+
+def test_the_locustfile_defines_the_user_types():
     # Parsed, not imported: importing locust monkey-patches the interpreter (gevent), which pytest must not get.
     import ast
     from pathlib import Path
 
     tree = ast.parse((Path(runner.__file__).parent / "locustfile.py").read_text())
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
-    assert {"Shopper", "Tracker", "Driver", "Dispatcher"} <= classes
+    assert {"CatalogReader", "Buyer", "Tracker", "Driver", "Dispatcher"} <= classes
 
 
 def test_load_refuses_hosts_other_than_loopback():
