@@ -9,6 +9,7 @@ database); positions are checked where tracking stores them (tracking_positions)
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -69,6 +70,20 @@ def move(context, page, lat: float, lng: float) -> None:
     context.set_geolocation({"latitude": lat, "longitude": lng, "accuracy": 8})
     page.wait_for_function("p => { const f = window.driverApp.fix(); return f && Math.abs(f.lat - p[0]) < 1e-7 && Math.abs(f.lng - p[1]) < 1e-7; }",
                            arg=[lat, lng])
+
+
+def drive(context, page, points: list[tuple[float, float]]) -> list[int]:
+    """Move the phone through `points` (a few hundred ms apart); the seqs of the fixes the app made meanwhile."""
+    before = page.evaluate("window.driverApp.fixes.length")
+    for lat, lng in points:
+        time.sleep(0.3)
+        move(context, page, lat, lng)
+    page.wait_for_function("n => window.driverApp.fixes.length >= n", arg=before + len(points))
+    return page.evaluate("n => window.driverApp.fixes.slice(n)", before)
+
+
+def all_sent(page) -> None:
+    page.wait_for_function("() => document.querySelector('[data-driver-app]').dataset.buffered === '0'", timeout=20_000)
 
 
 @pytest.mark.browser
@@ -182,6 +197,14 @@ def test_fixes_made_offline_are_kept_in_indexeddb_and_uploaded_in_order_on_recon
     assert sent == buffered  # uploaded oldest first
     by_seq = dict(stored)
     assert all(by_seq[s] == 2 for s in buffered)  # tracking.models.Source.HTTP_BATCH
+
+    # The backlog went first; then the socket reopened and new fixes stream over it again.
+    page.wait_for_selector("[data-driver-app][data-link=live]", timeout=20_000)
+    live = drive(context, page, [(lat + i * 0.0001, lng) for i in range(9, 12)])
+    all_sent(page)
+    by_seq = dict(positions(settings, driver.id))
+    assert [by_seq.get(s) for s in live] == [1] * len(live)  # Source.WEBSOCKET
+    assert not set(live) & {seq for chunk in page.evaluate("window.driverApp.uploads") for seq in chunk}
     assert page.console_errors == []
 
 
@@ -306,4 +329,65 @@ def test_deliveries_are_completed_with_a_photo_or_the_customers_code_or_reported
         assert page.locator(f"[data-stops] > li.is-done[data-job-id='{job['id']}']").count() == 1
     screenshot(page, "driver-reopened-offline")
     context.set_offline(False)
+    assert page.console_errors == []
+
+
+@pytest.mark.browser
+def test_live_fixes_stream_over_the_driver_socket_and_a_dropped_socket_falls_back_to_http_and_reconnects(
+        live_server, phone, shop, settings, screenshot):
+    """The app signs in on /ws/driver with its first message and streams fixes there (stored with
+    source WEBSOCKET); the socket is dropped and refused for a while (Playwright stands between the
+    page and the server, as a load balancer restarting would); the network is still up, so fixes
+    made meanwhile go from the IndexedDB buffer over the batch endpoint, oldest first; the app
+    reconnects by itself (back-off) and streams over the socket again."""
+    context, page = phone
+    staff, _depot = shop
+    base = live_server.url
+    driver = make_driver(base, staff, on_duty=False)
+    links: dict = {"down": False, "open": []}
+
+    def through(ws) -> None:
+        if links["down"]:
+            ws.close(code=1013, reason="try again later")
+            return
+        links["open"].append((ws, ws.connect_to_server()))  # forwards both ways untouched
+
+    page.route_web_socket(re.compile(r"/ws/driver$"), through)
+    sign_in_and_start_shift(page, base, driver.email)
+    page.wait_for_selector("[data-driver-app][data-link=live]")
+    all_sent(page)
+    lat, lng = DEPOT
+    path = [(lat + i * 0.0001, lng + i * 0.00005) for i in range(1, 12)]  # ~12 m apart: a van in town
+
+    live1 = drive(context, page, path[:5])
+    all_sent(page)
+
+    links["down"] = True  # the socket drops and reconnects are refused
+    for ws, server in links["open"]:
+        ws.close(code=1012, reason="service restart")
+        server.close()
+    page.wait_for_selector("[data-driver-app][data-link=online]")
+    gap = drive(context, page, path[5:8])
+    screenshot(page, "driver-socket-down")
+
+    links["down"] = False
+    page.wait_for_selector("[data-driver-app][data-link=live]", timeout=40_000)  # back-off: 1, 2, 4, ... s
+    all_sent(page)
+    live2 = drive(context, page, path[8:])
+    all_sent(page)
+    screenshot(page, "driver-live-socket")
+
+    stored = dict(positions(settings, driver.id))
+    assert [stored.get(s) for s in live1 + live2] == [1] * len(live1 + live2)  # tracking.models.Source.WEBSOCKET
+    assert [stored.get(s) for s in gap] == [2] * len(gap)  # Source.HTTP_BATCH
+    frames = [seq for frame in page.evaluate("window.driverApp.frames") for seq in frame]
+    uploads = [seq for chunk in page.evaluate("window.driverApp.uploads") for seq in chunk]
+    assert set(live1 + live2) <= set(frames) and not set(live1 + live2) & set(uploads)
+    assert [s for s in uploads if s in set(gap)] == gap and not set(gap) & set(frames)  # oldest first, none over the socket
+    assert len(links["open"]) >= 2 and page.evaluate("window.driverApp.sockets") >= 2  # it reconnected by itself
+
+    # The live state the fleet board reads is the last fix, which came over the socket.
+    latest = {p["driver_id"]: p for p in httpx.get(base + "/v1/tracking/positions", headers=staff.headers).json()}
+    assert latest[driver.id]["seq"] == live2[-1]
+    assert abs(latest[driver.id]["lat"] - path[-1][0]) < 1e-6 and abs(latest[driver.id]["lng"] - path[-1][1]) < 1e-6
     assert page.console_errors == []

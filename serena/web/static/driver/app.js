@@ -5,9 +5,14 @@
    lng, accuracy_m, speed_mps, heading_deg} that is FIRST written to IndexedDB and only then
    sent; it leaves IndexedDB when the server says it is stored (accepted or duplicate) or
    refused for good (rejected, counted on the server with its reason). So a fix is never lost
-   to a dead network, a closed tab or a crash. Sending: over /ws/driver while that socket is up
-   (one frame per batch, answered after the server stored it), otherwise — offline, or right
-   after coming back online — in order, oldest first, in chunks to POST /v1/tracking/me/pings.
+   to a dead network, a closed tab or a crash. Sending, always oldest first (one pump at a time):
+   fixes made while /ws/driver is live (signed in with its first message and answered
+   {type: "ready"}) go over that socket, one frame per batch, answered after the server stored
+   them; everything else — the backlog of fixes made offline or while the socket was down —
+   goes in chunks to POST /v1/tracking/me/pings, before any newer fix. "Made while live" is a
+   seq threshold taken when the socket turns live, so a reconnect first drains the backlog over
+   HTTP, in order, and only then streams again. A socket that drops is reopened with back-off
+   (1 s, doubling to 30 s; after a refused token, once the token was refreshed).
    seq is max(last seq + 1, Date.now() in ms): increasing, and unique per driver even after the
    app's storage was wiped (tracking de-duplicates on (driver, seq)).
 
@@ -31,7 +36,7 @@
     fix: null, // newest position
     watchId: null,
   };
-  const debug = { sent_ws: 0, sent_http: 0, acked: 0, rejected: 0, uploads: [] };
+  const debug = { sent_ws: 0, sent_http: 0, acked: 0, rejected: 0, uploads: [], frames: [], fixes: [], sockets: 0 };
   window.driverApp = debug;
   debug.fix = () => state.fix;
 
@@ -117,8 +122,11 @@
   // --- the location stream ------------------------------------------------------------------------------------
 
   let socket = null;
-  let socketLive = false; // the server answered on this socket: it speaks our protocol and took our token
+  let socketLive = false; // the server answered {type: "ready"} on this socket: it took our token
+  let liveFrom = Infinity; // fixes with seq >= this were made while the socket was live: they may go over it
   let socketRetry = null;
+  let retryMs = 1000; // next reconnect delay; doubles per failed attempt, back to 1 s once live
+  const RETRY_MAX_MS = 30000;
   let waiting = null; // {resolve} of the frame awaiting its answer
   let pumping = false;
 
@@ -127,7 +135,14 @@
     app.dataset.link = label;
   }
 
+  function scheduleReconnect() {
+    clearTimeout(socketRetry);
+    socketRetry = setTimeout(openSocket, retryMs);
+    retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+  }
+
   function openSocket() {
+    clearTimeout(socketRetry);
     if (socket || !navigator.onLine || !onDuty()) return;
     const s = Serena.session();
     if (!s || !s.access_token) return;
@@ -136,35 +151,45 @@
     ws.addEventListener("open", function () {
       // Browsers cannot set an Authorization header on a WebSocket: the token goes in the first message (docs/web.md).
       ws.send(JSON.stringify({ type: "auth", access_token: Serena.session().access_token }));
-      pump();
     });
     ws.addEventListener("message", function (ev) {
       let msg = null;
       try { msg = JSON.parse(ev.data); } catch (_) { return; }
-      if (msg && Array.isArray(msg.accepted)) {
+      if (msg && msg.type === "ready" && socket === ws) {
         socketLive = true;
+        liveFrom = Math.max(Number(localStorage.getItem(SEQ_KEY) || 0) + 1, Date.now()); // >= every later nextSeq()
+        retryMs = 1000;
+        debug.sockets += 1;
         setLink("live");
+        pump(); // the backlog first (over HTTP), then whatever is made from now on streams here
+      } else if (msg && Array.isArray(msg.accepted)) {
         if (waiting) { const w = waiting; waiting = null; w.resolve(msg); }
       }
     });
-    let opened = false;
-    ws.addEventListener("open", () => { opened = true; });
-    ws.addEventListener("close", function () {
-      if (socket === ws) socket = null;
+    ws.addEventListener("close", function (ev) {
+      if (socket !== ws && socket !== null) return; // an older socket: a newer one has taken over
+      socket = null;
       socketLive = false;
+      liveFrom = Infinity;
       if (waiting) { const w = waiting; waiting = null; w.resolve(null); }
       setLink(navigator.onLine ? "online" : "offline");
-      clearTimeout(socketRetry);
-      // A refused handshake (the server does not take a browser's token on this socket) will not
-      // change in 15 s: retry rarely and keep streaming through the batch endpoint meanwhile.
-      socketRetry = setTimeout(openSocket, opened ? 15000 : 300000);
+      if (!onDuty() || !navigator.onLine) return; // ended shift / offline: the shift button or the online event reopens it
+      if (ev.code === 4401) {
+        // The token was refused (expired): a JSON call refreshes the session, then try again.
+        api("/v1/me").then(scheduleReconnect);
+      } else {
+        scheduleReconnect();
+      }
     });
   }
 
   function closeSocket() {
+    clearTimeout(socketRetry);
     if (socket) {
       const ws = socket;
       socket = null;
+      socketLive = false;
+      liveFrom = Infinity;
       ws.close();
     }
   }
@@ -175,6 +200,7 @@
       try {
         socket.send(JSON.stringify(pings));
         debug.sent_ws += pings.length;
+        debug.frames.push(pings.map((p) => p.seq));
       } catch (_) {
         waiting = null;
         resolve(null);
@@ -204,12 +230,16 @@
     pumping = true;
     try {
       for (;;) {
-        const pings = await buffer.oldest(CHUNK);
+        let pings = await buffer.oldest(CHUNK);
         if (!pings.length) break;
-        const viaSocket = socket && socket.readyState === WebSocket.OPEN;
+        // Oldest first: fixes from before the socket turned live (the backlog) go over HTTP; once
+        // they are stored, the live ones go over the socket.
+        const live = socketLive && socket && socket.readyState === WebSocket.OPEN;
+        const viaSocket = live && pings[0].seq >= liveFrom;
+        if (live && !viaSocket) pings = pings.filter((p) => p.seq < liveFrom);
         const answer = viaSocket ? await sendOnSocket(pings) : await sendOverHttp(pings);
         if (!answer) {
-          if (viaSocket) { closeSocket(); continue; } // the socket does not answer: fall back to HTTP now
+          if (viaSocket) { closeSocket(); continue; } // no answer: HTTP now; the close handler reconnects later
           break; // HTTP failed too: keep everything, try again on the next fix / online event
         }
         const done = answer.accepted.concat(answer.duplicates, answer.rejected.map((r) => r.seq)).filter((q) => q !== null);
@@ -238,6 +268,7 @@
       heading_deg: c.heading === null || isNaN(c.heading) ? null : c.heading,
     };
     await buffer.put(ping);
+    debug.fixes.push(ping.seq);
     await showBuffered();
     pump();
   }
