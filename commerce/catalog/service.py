@@ -31,6 +31,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from commerce import money
+from commerce.catalog import cache
 from commerce.catalog.models import Category, Product, ProductImage, ProductType, Stock, Variant, VariantPrice
 from core.errors import NotFound, ValidationFailed
 
@@ -45,6 +46,7 @@ MAX_PER_PAGE = 100
 async def create_category(*, db: AsyncSession, name: str, slug: str, parent_id: int | None = None,
                           position: int = 0) -> Category:
     """Add a category under `parent_id` (None: a root)."""
+    cache.mark_changed(db)
     parent_path: list[int] = []
     if parent_id is not None:
         parent = await db.get(Category, parent_id)
@@ -61,6 +63,7 @@ async def create_category(*, db: AsyncSession, name: str, slug: str, parent_id: 
 
 async def create_product_type(*, db: AsyncSession, name: str, attributes: list[dict[str, Any]]) -> ProductType:
     """A product type with its typed attributes ({"code", "name", "type": choice|text|number, "values"?})."""
+    cache.mark_changed(db)
     for attr in attributes:
         if attr.get("type") not in ("choice", "text", "number"):
             raise ValidationFailed(f"attribute {attr.get('code')!r}: type must be choice, text or number")
@@ -106,6 +109,7 @@ async def create_product(*, db: AsyncSession, type_id: int, category_id: int, na
                          skills: list[str] | None = None, images: list[tuple[str, str]] | None = None,
                          early_access_until: datetime | None = None) -> Product:
     """A product with its variants, prices, stock and image keys; search fields filled in."""
+    cache.mark_changed(db)
     pt = await db.get(ProductType, type_id)
     if pt is None:
         raise NotFound(f"product type {type_id} not found")
@@ -178,6 +182,7 @@ async def refresh_search_fields(*, db: AsyncSession, product_ids: list[int] | No
     `facet_counts` is subtracted and the new one added, in the caller's transaction.
     Without, everything is rebuilt (seed, reindex).
     """
+    cache.mark_changed(db)
     ids = {"ids": product_ids} if product_ids is not None else {}
     where_p = "WHERE p.id = ANY(:ids)" if product_ids is not None else ""
     # Set-based (one aggregate joined back), so a full rebuild is one pass over the variants
@@ -269,6 +274,25 @@ async def breadcrumb(*, db: AsyncSession, category: Category) -> list[Category]:
 
 async def get_product(*, db: AsyncSession, slug: str, currency: str, storage_base_url: str = "/media/") -> dict[str, Any]:
     """A product page's data: product, type attributes, variants with price and stock, images, breadcrumb."""
+    page = await get_product_page(db=db, slug=slug, currency=currency, storage_base_url=storage_base_url)
+    return with_stock(page, await available_stock(db=db, variant_ids=[v["id"] for v in page["variants"]]))
+
+
+def with_stock(page: dict[str, Any], stock: dict[int, int]) -> dict[str, Any]:
+    """The product page with each variant's units in stock (a copy: `page` may be a cached one)."""
+    return {**page, "variants": [{**v, "in_stock": stock.get(v["id"], 0)} for v in page["variants"]]}
+
+
+async def seconds_until_early_access_ends(*, db: AsyncSession) -> float | None:
+    """Seconds until the next product leaves early access (what anonymous shoppers see changes then), None if none will."""
+    s = (await db.execute(text(
+        "SELECT extract(epoch FROM min(early_access_until) - now()) FROM product_search WHERE early_access_until > now()"
+    ))).scalar_one_or_none()
+    return None if s is None else float(s)
+
+
+async def get_product_page(*, db: AsyncSession, slug: str, currency: str, storage_base_url: str = "/media/") -> dict[str, Any]:
+    """A product page's data without units in stock (what can be cached until the next catalog write)."""
     product = (await db.execute(select(Product).where(Product.slug == slug, Product.published))).scalar_one_or_none()
     if product is None:
         raise NotFound(f"product {slug!r} not found")
@@ -276,8 +300,7 @@ async def get_product(*, db: AsyncSession, slug: str, currency: str, storage_bas
     pt = await db.get(ProductType, product.type_id)
     cat = await db.get(Category, product.category_id)
     rows = (await db.execute(
-        select(Variant, VariantPrice.amount, VariantPrice.includes_tax,
-               select(func.coalesce(func.sum(Stock.quantity), 0)).where(Stock.variant_id == Variant.id).scalar_subquery())
+        select(Variant, VariantPrice.amount, VariantPrice.includes_tax)
         .outerjoin(VariantPrice, (VariantPrice.variant_id == Variant.id) & (VariantPrice.currency == cur))
         .where(Variant.product_id == product.id, Variant.active).order_by(Variant.id)
     )).all()
@@ -291,8 +314,8 @@ async def get_product(*, db: AsyncSession, slug: str, currency: str, storage_bas
         "breadcrumb": [{"slug": c.slug, "name": c.name} for c in await breadcrumb(db=db, category=cat)] if cat else [],
         "variants": [
             {"id": v.id, "sku": v.sku, "name": v.name, "attributes": v.attributes, "weight_kg": v.weight_kg,
-             "volume_l": v.volume_l, "price": amount, "includes_tax": inc, "in_stock": int(units or 0)}
-            for v, amount, inc, units in rows
+             "volume_l": v.volume_l, "price": amount, "includes_tax": inc}
+            for v, amount, inc in rows
         ],
         "images": [{"url": storage_base_url + i.storage_key, "alt": i.alt} for i in images],
     }
@@ -490,6 +513,7 @@ async def _search_once(db: AsyncSession, *, q: str, category_id: int | None, fil
 
 async def delete_product(*, db: AsyncSession, product_id: int) -> None:
     """Unpublish a product (orders keep pointing at its variants, so rows stay)."""
+    cache.mark_changed(db)
     product = await db.get(Product, product_id)
     if product is None:
         raise NotFound(f"product {product_id} not found")
