@@ -15,7 +15,9 @@ Methods, all on the same traces:
   without and with the fix's heading, without and with the route context (the true
   path as the plan, i.e. a driver who follows the plan), and with a wrong plan (another
   trace's path) to show the prior does not hold a driver on a route they left;
-- online with a fixed lag of 1 or 2 fixes (fix k decided when fix k+L arrives).
+- online with a fixed lag of 1 or 2 fixes (`Matcher(lag=L)`: each fix gets a provisional
+  edge at once, and fix k is re-decided when fix k+L arrives, by backtracking the best path;
+  the figure counts the final decision, and the last L fixes of a drive stay provisional).
 
 Per-fix ms is the wall time of feeding the fixes one at a time (a batch of one, the worst
 case for ingest, which matches a batch's fixes together), divided by the fixes.
@@ -36,74 +38,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.paths import OSM  # noqa: E402
+from tests.tracking.drives import on_true_street, simulate  # noqa: E402
 from tracking.matching import Matcher  # noqa: E402
 from tracking.validate import Fix  # noqa: E402
 
-SPEED_MPS = 10.0
-SPEED_NOISE_MPS = 0.5
-
-
-def simulate(g, rng, n_routes: int, *, noise_m: float = 10.0, heading_noise_deg: float = 10.0, min_m: float = 1000.0):
-    """Drives along fastest paths between random nodes at 10 m/s, one fix a second.
-
-    Returns a list of (lat, lng, speed_mps, heading_deg, true_edge) arrays per drive: the
-    noisy position, the Doppler speed and course over ground (with their noise), and the
-    directed edge the car was on. Headings are drawn after positions so that the
-    positions for a seed do not depend on `heading_noise_deg`.
-    """
-    from routing import paths
-    from routing.graph import haversine_m
-
-    traces = []
-    while len(traces) < n_routes:
-        a, b = rng.integers(0, g.n_nodes, 2)
-        p = paths.route(g, (g.lat[a], g.lng[a]), (g.lat[b], g.lng[b]))
-        if p.distance_m < min_m:
-            continue
-        lat, lng, edge, bearing = [], [], [], []
-        carry = 0.0
-        for e in p.edges[1:-1]:
-            s, t = g.geom_indptr[e], g.geom_indptr[e + 1]
-            la, ln = g.geom_lat[s:t], g.geom_lng[s:t]
-            for i in range(len(la) - 1):
-                seg = float(haversine_m(la[i], ln[i], la[i + 1], ln[i + 1]))
-                b_deg = _bearing_deg(la[i], ln[i], la[i + 1], ln[i + 1])
-                pos = carry
-                while pos < seg:
-                    f = pos / seg
-                    lat.append(la[i] + f * (la[i + 1] - la[i]))
-                    lng.append(ln[i] + f * (ln[i + 1] - ln[i]))
-                    edge.append(e)
-                    bearing.append(b_deg)
-                    pos += SPEED_MPS
-                carry = pos - seg
-        if len(lat) < 30:
-            continue
-        lat, lng = np.array(lat), np.array(lng)
-        ky = 111_195.0
-        nlat = lat + rng.normal(0, noise_m, len(lat)) / ky
-        nlng = lng + rng.normal(0, noise_m, len(lat)) / (ky * np.cos(np.radians(lat)))
-        speed = SPEED_MPS + rng.normal(0, SPEED_NOISE_MPS, len(lat))
-        heading = (np.array(bearing) + rng.normal(0, heading_noise_deg, len(lat))) % 360.0
-        traces.append((nlat, nlng, speed, heading, np.array(edge)))
-    return traces
-
-
-def _bearing_deg(lat1, lng1, lat2, lng2) -> float:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dl = np.radians(lng2 - lng1)
-    x = np.sin(dl) * np.cos(p2)
-    y = np.cos(p1) * np.sin(p2) - np.sin(p1) * np.cos(p2) * np.cos(dl)
-    return float((np.degrees(np.arctan2(x, y)) + 360.0) % 360.0)
-
-
-def on_true_street(g, matched: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Matched to the true street piece (either direction of a two-way street)."""
-    matched = np.asarray(matched, np.int64)
-    return (matched == true) | ((g.twin[true] >= 0) & (matched == g.twin[true]))
-
-
-def run_online(m: Matcher, traces, *, heading: bool, plan: str | None, lag: int = 0, driver0: int = 0):
+def run_online(m: Matcher, traces, *, heading: bool, plan: str | None, driver0: int = 0):
     """(hits, fixes, seconds) of online matching, one fix per call, as ingest would see them.
 
     plan: None (no route context), "true" (the driver follows the plan) or "wrong"
@@ -121,7 +60,6 @@ def run_online(m: Matcher, traces, *, heading: bool, plan: str | None, lag: int 
         t = time.perf_counter()
         for f in fixes:
             m.match_online([f])
-        m.flush(d) if lag else None
         elapsed += time.perf_counter() - t
         got = np.array([f.edge if f.edge is not None else -1 for f in fixes])
         hits += int(on_true_street(m.g, got, true).sum())
@@ -160,6 +98,12 @@ def main(argv=None) -> None:
             edges, _ = m.match_trace(la, ln, np.arange(len(la), dtype=float), sp)
             hits += int(on_true_street(g, edges, tr).sum())
         res["offline Viterbi"] = (hits / n, (time.perf_counter() - t) / n * 1e3)
+        t = time.perf_counter()
+        hits = 0
+        for la, ln, sp, hd, tr in traces:
+            edges, _ = m.match_trace(la, ln, np.arange(len(la), dtype=float), sp, hd)
+            hits += int(on_true_street(g, edges, tr).sum())
+        res["offline Viterbi + heading"] = (hits / n, (time.perf_counter() - t) / n * 1e3)
         methods = [
             ("online", dict(heading=False, plan=None)),
             ("online + route", dict(heading=False, plan="true")),
@@ -167,15 +111,14 @@ def main(argv=None) -> None:
             ("online + heading + route", dict(heading=True, plan="true")),
             ("online + heading + wrong route", dict(heading=True, plan="wrong")),
         ]
-        if hasattr(Matcher, "flush"):
-            methods += [
-                ("lag 1 + heading", dict(heading=True, plan=None, lag=1)),
-                ("lag 1 + heading + route", dict(heading=True, plan="true", lag=1)),
-                ("lag 2 + heading + route", dict(heading=True, plan="true", lag=2)),
-            ]
+        methods += [
+            ("lag 2", dict(heading=False, plan=None, lag=2)),
+            ("lag 1 + heading", dict(heading=True, plan=None, lag=1)),
+            ("lag 2 + heading", dict(heading=True, plan=None, lag=2)),
+            ("lag 2 + heading + route", dict(heading=True, plan="true", lag=2)),
+        ]
         for k, (label, kw) in enumerate(methods):
-            lag = kw.get("lag", 0)
-            mm = Matcher(g, lag=lag) if lag else Matcher(g)
+            mm = Matcher(g, lag=kw.pop("lag", 0))
             h, tot, s = run_online(mm, traces, driver0=1000 * (k + 1), **kw)
             res[label] = (h / tot, s / tot * 1e3)
         rows.append((name, n, res))
