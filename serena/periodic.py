@@ -17,8 +17,8 @@ process (or a lease renewal inside beat) to the deployment for no gain over this
 
 Beat keeps its schedule in memory (`celery.beat:Scheduler`, no schedule file), so a
 restarted worker waits one interval before its first send; the key keeps that harmless.
-Messages carry `expires` = the interval, so a worker that was down does not run a pile of
-stale sends when it comes back.
+Messages carry `expires` = the interval (at least a minute), so a worker that was down does
+not run a pile of stale sends when it comes back.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ EXPIRE_BATCH = 200  # orders cancelled per transaction
 def beat_schedule(settings) -> dict:
     """The Celery `beat_schedule` for `settings`."""
     def entry(task: str, every_s: int) -> dict:
-        return {"task": task, "schedule": float(every_s), "options": {"queue": QUEUE, "expires": float(every_s)}}
+        # A send not started within its interval (a minute at least, so a busy worker under a
+        # short test interval still gets one) is dropped: the next send does the same work.
+        return {"task": task, "schedule": float(every_s), "options": {"queue": QUEUE, "expires": max(float(every_s), 60.0)}}
 
     return {
         "expire-unpaid-orders": entry(EXPIRE_UNPAID, settings.commerce_expire_interval_s),
