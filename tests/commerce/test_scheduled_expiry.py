@@ -96,3 +96,28 @@ def test_every_periodic_job_is_scheduled_on_the_periodic_queue_with_an_expiry(se
     assert schedule[job]["options"]["queue"] == periodic.QUEUE and schedule[job]["options"]["expires"] > 0
     cmd = celery_command(settings, concurrency=1)
     assert "-B" in cmd and periodic.QUEUE in cmd[cmd.index("-Q") + 1].split(",")
+
+
+async def test_serena_commerce_expire_cancels_by_hand_with_the_limits_given(shop_app, client, shop, localstripe_url, settings,
+                                                                            sessions):
+    import os
+    import subprocess
+    import sys
+
+    from tests.notifications.conftest import REPO
+
+    order = await _order(client, shop, localstripe_url, quantity=3, card_number="4000002760003184")
+    async with sessions() as db, db.begin():
+        await db.execute(text("UPDATE orders SET created_at = now() - interval '20 minutes' WHERE id = :id"), {"id": order["id"]})
+    env = {**os.environ, "SERENA_ENV": "test", "SERENA_STRIPE_API_BASE": localstripe_url, "SERENA_REDIS_URL": settings.redis_url}
+
+    def expire(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "serena.cli", "commerce", "expire", "--database-url", settings.database_url,
+                              *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    await asyncio.to_thread(expire)  # the default limit (1 hour) spares a 20-minute-old order
+    assert await _state(sessions, order["id"]) == ("placed", "action_required")
+    assert "unpaid orders cancelled" in await asyncio.to_thread(expire, "--card-minutes", "15")
+    assert await _state(sessions, order["id"]) == ("cancelled", "voided")
