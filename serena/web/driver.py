@@ -16,6 +16,7 @@ app.js; the protocol is tracking's (/ws/driver, POST /v1/tracking/me/pings).
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from fastapi import APIRouter, Request
@@ -74,7 +75,8 @@ async def service_worker(request: Request, _=require(Permission.PUBLIC)):
     shell = [pages._path(request, "/driver")]
     shell += [pages._static_url(request, p) for p in SHELL_STATIC]
     shell += [pages._vendor_url(request, pkg, p) for pkg, p in SHELL_VENDOR]
-    cache = f"serena-driver-{request.app.version}-{request.app.state.web_assets.url_version('@zxing/browser')}"
+    # named after the shell's versioned URLs: any changed file (or vendor package) installs a fresh shell
+    cache = "serena-driver-" + hashlib.sha256("\n".join(shell).encode()).hexdigest()[:12]
     code = SW_FILE.read_text().replace("__SHELL__", json.dumps(shell)).replace("__CACHE__", json.dumps(cache))
     return Response(code, media_type="text/javascript", headers={
         "Service-Worker-Allowed": pages._path(request, "/driver"),

@@ -15,6 +15,8 @@ walks through it.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import inspect
 import logging
@@ -35,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from core.rbac import Permission
 from serena.deps import require
 from serena.web import assets as assets_mod
-from serena.web.assets import SETUP_HINT, VENDOR, Assets
+from serena.web.assets import SETUP_HINT, STATIC_DIR, VENDOR, Assets
 
 logger = logging.getLogger("serena.web")
 
@@ -104,8 +106,21 @@ def _path(request: Request, path: str) -> str:
     return request.scope.get("root_path", "").rstrip("/") + path
 
 
+@functools.lru_cache(maxsize=256)
+def static_version(path: str) -> str:
+    """Cache-busting token of one of our static files: a hash of its bytes (read once per process).
+
+    The app's version alone is not enough: a deploy that changes `driver/app.js` without a
+    version bump would leave a cache-first service worker on the old file.
+    """
+    try:
+        return hashlib.sha256((STATIC_DIR / path).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "missing"
+
+
 def _static_url(request: Request, path: str) -> str:
-    return _path(request, f"/static/{path}?v={request.app.version}")
+    return _path(request, f"/static/{path}?v={static_version(path)}")
 
 
 def _vendor_url(request: Request, package: str, path: str) -> str:

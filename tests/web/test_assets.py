@@ -45,3 +45,25 @@ def test_an_install_older_than_the_lock_file_is_reported_but_still_served(tmp_pa
 
 def test_the_lock_file_pins_every_served_package():
     assert set(VENDOR) <= set(_locked_versions())
+
+
+def test_our_static_urls_change_when_the_file_changes(tmp_path, monkeypatch):
+    """A cache-first service worker never keeps an old app.js: the URL token is the file's hash, not the app version."""
+    import hashlib
+
+    from serena.web import pages
+
+    (tmp_path / "driver").mkdir()
+    app_js = tmp_path / "driver" / "app.js"
+    monkeypatch.setattr(pages, "STATIC_DIR", tmp_path)
+    pages.static_version.cache_clear()
+    try:
+        app_js.write_text("console.log('v1');")
+        first = pages.static_version("driver/app.js")
+        assert first == hashlib.sha256(b"console.log('v1');").hexdigest()[:12]
+        app_js.write_text("console.log('v2');")
+        pages.static_version.cache_clear()  # a deploy starts new processes
+        assert pages.static_version("driver/app.js") != first
+        assert pages.static_version("driver/nope.js") == "missing"
+    finally:
+        pages.static_version.cache_clear()

@@ -1,12 +1,12 @@
 /* Service worker of the driver app: caches the app shell so the app opens with no network.
 
-   Served by serena/web/driver.py at /driver/sw.js, which fills in CACHE (named after the app
-   and scanner versions, so a deploy installs a fresh shell and drops the old one) and SHELL
+   Served by serena/web/driver.py at /driver/sw.js, which fills in CACHE (named after a hash
+   of the shell's URLs, so a deploy that changes any file installs a fresh shell and drops the old one) and SHELL
    (the page and its versioned static URLs). API calls (/v1/...) and WebSockets are never
    cached or answered from the cache: a task list or a scan result must come from the server.
 
    The page: network first (a deploy shows at once), the cached shell when offline.
-   Static files: cache first (their URLs carry ?v=<version>, so a cached copy is never stale). */
+   Static files: cache first (their URLs carry ?v=<hash of the file's bytes>, so a cached copy is never stale). */
 "use strict";
 
 const CACHE = __CACHE__;
