@@ -48,35 +48,53 @@ def _transitions(indptr, head, tail, length, src_e, src_off, dst_e, dst_off, max
 
     A target up to `back_m` behind the source on the same edge counts as that distance
     (GPS noise projects a slowly moving car backwards); otherwise motion is forward only.
+    One bounded Dijkstra per distinct source edge, from its head node: the positions along
+    an edge (a dozen per candidate street) differ only in the distance to that node, so
+    searching once per position, as this did first, repeated the same search ~10 times.
     """
     S, T = len(src_e), len(dst_e)
     out = np.full((S, T), np.inf)
     for i in range(S):
-        e = src_e[i]
-        o = src_off[i]
         for j in range(T):
-            if dst_e[j] == e and dst_off[j] >= o - back_m:
-                out[i, j] = abs(dst_off[j] - o)
-        d0 = length[e] - o
-        if d0 > max_d:
-            continue
-        dist = {head[e]: d0}
-        heap = [(d0, head[e])]
-        while heap:
-            d, u = heapq.heappop(heap)
-            if d > dist[u]:
-                continue
-            for j in range(T):
-                if tail[dst_e[j]] == u:
-                    c = d + dst_off[j]
-                    if c < out[i, j]:
-                        out[i, j] = c
-            for k in range(indptr[u], indptr[u + 1]):
-                v = head[k]
-                nd = d + length[k]
-                if nd <= max_d and (v not in dist or nd < dist[v]):
-                    dist[v] = nd
-                    heapq.heappush(heap, (nd, v))
+            if dst_e[j] == src_e[i] and dst_off[j] >= src_off[i] - back_m:
+                out[i, j] = abs(dst_off[j] - src_off[i])
+    order = np.argsort(src_e, kind="mergesort")
+    node_d = np.empty(T)  # network distance from the source edge's head to each target's tail node
+    a = 0
+    while a < S:
+        e = src_e[order[a]]
+        b = a
+        d0_min = np.inf
+        while b < S and src_e[order[b]] == e:
+            d0_min = min(d0_min, length[e] - src_off[order[b]])
+            b += 1
+        bound = max_d - d0_min
+        if bound >= 0:
+            node_d[:] = np.inf
+            dist = {head[e]: 0.0}
+            heap = [(0.0, head[e])]
+            while heap:
+                d, u = heapq.heappop(heap)
+                if d > dist[u]:
+                    continue
+                for j in range(T):
+                    if tail[dst_e[j]] == u and d < node_d[j]:
+                        node_d[j] = d
+                for k in range(indptr[u], indptr[u + 1]):
+                    v = head[k]
+                    nd = d + length[k]
+                    if nd <= bound and (v not in dist or nd < dist[v]):
+                        dist[v] = nd
+                        heapq.heappush(heap, (nd, v))
+            for r in range(a, b):
+                i = order[r]
+                d0 = length[e] - src_off[i]
+                for j in range(T):
+                    if d0 + node_d[j] <= max_d:
+                        c = d0 + node_d[j] + dst_off[j]
+                        if c < out[i, j]:
+                            out[i, j] = c
+        a = b
     return out
 
 
@@ -363,7 +381,8 @@ class Matcher:
             logp = self._emission(d) + self._heading_term(e, off, heading, f.speed_mps) + (lp - np.max(lp) if lp is not None else 0.0)
             route = self.routes.get(f.driver_id)
             if route is not None:
-                logp = logp + self.route_bonus * np.isin(e, route)
+                on = route[np.minimum(np.searchsorted(route, e), len(route) - 1)] == e  # route is sorted
+                logp = logp + self.route_bonus * on
             logp = np.where(np.isfinite(logp), logp, NEG)
             j = int(np.argmax(logp))
             if self.decide == "street":
