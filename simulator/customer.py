@@ -47,7 +47,11 @@ def iso(epoch: float) -> str:
 
 
 async def place_api(sim: Simulation, o: Order) -> Placed:
-    w0, w1 = sim.clock.wall_of_sim(o.window_start_s), sim.clock.wall_of_sim(o.window_end_s)
+    # The window's length goes to the platform in its own seconds, unscaled: the planner measures
+    # drives in road seconds, which are simulated seconds (see run.py). Scaling it by the speedup
+    # (2 h → 6 min of wall time at x20) made the planner drop jobs it could not reach in time.
+    w0 = sim.clock.wall_of_sim(o.window_start_s)
+    w1 = w0 + (o.window_end_s - o.window_start_s)
     body = {"reference": f"sim-{sim.tag}-{o.index}", "depot_id": sim.depot["id"],
             "dropoff": {"lat": round(o.lat, 7), "lng": round(o.lng, 7), "address": f"Simulated street {o.index}"},
             "recipient_name": o.name, "recipient_phone": "+358401234567", "window_start": iso(w0), "window_end": iso(w1),

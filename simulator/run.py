@@ -509,6 +509,29 @@ def run(cfg: SimConfig) -> Result:
     return asyncio.run(Simulation(cfg).run())
 
 
+# The smoke preset's clock: 20 simulated seconds per wall second. A van at 14 m/s then looks
+# like 280 m/s to ingest, so the platform under test needs its plausibility limit raised by the
+# same factor (SERENA_TRACKING_MAX_SPEED_MPS = 70 x SMOKE_SPEEDUP: tests/simulator/conftest.py
+# does it); against a platform with the default limit the vans' fixes are refused as teleports
+# while they move (counted in the grade) but every order is still delivered or returned.
+SMOKE_SPEEDUP = 20.0
+
+
+def apply_smoke(cfg: SimConfig) -> None:
+    """The smoke preset: a handful of drivers and orders, a fast clock, short dwell; under a minute of wall time."""
+    cfg.drivers = min(cfg.drivers, 3)
+    cfg.max_orders = 4
+    cfg.orders_per_hour = 900.0
+    cfg.duration_s = 30.0
+    cfg.speedup = SMOKE_SPEEDUP
+    cfg.dwell_s, cfg.load_s = 15.0, 5.0
+    cfg.poll_s = 0.5
+    cfg.drain_s = min(cfg.drain_s, 150.0)
+    cfg.break_every_s = 0.0
+    cfg.absent_p = 0.25
+    cfg.watch_share = 1.0
+
+
 def config_from_env(**overrides) -> SimConfig:
     """SimConfig with the admin credentials and URLs from SERENA_SIM_* / SERENA_* environment variables."""
     env = os.environ

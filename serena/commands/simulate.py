@@ -84,18 +84,10 @@ def simulate(
 
 
 def apply_smoke(cfg) -> None:
-    """The smoke preset: a handful of drivers and orders, a fast clock, short dwell; under a minute of wall time."""
-    cfg.drivers = min(cfg.drivers, 3)
-    cfg.max_orders = 4
-    cfg.orders_per_hour = 900.0
-    cfg.duration_s = 30.0
-    cfg.speedup = 6.0  # vans on primary roads (50 km/h) look like 83 m/s to ingest: a few teleport refusals, counted
-    cfg.dwell_s, cfg.load_s = 15.0, 5.0
-    cfg.poll_s = 0.5
-    cfg.drain_s = min(cfg.drain_s, 150.0)
-    cfg.break_every_s = 0.0
-    cfg.absent_p = 0.25
-    cfg.watch_share = 1.0
+    """The smoke preset (simulator.run.apply_smoke, next to the simulation it tunes)."""
+    from simulator.run import apply_smoke as preset
+
+    preset(cfg)
 
 
 @app.command("load")

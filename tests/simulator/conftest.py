@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 
 from core.settings import Settings, get_settings
+from simulator.run import SMOKE_SPEEDUP
 from tests.conftest import REDIS_URL, _admin, _dsn_for, _ensure_template
 from tests.web.conftest import serve_app
 
@@ -55,7 +56,9 @@ def platform(tmp_path_factory, worker_id_str):
     data = tmp_path_factory.mktemp("sim-data")
     settings = Settings(env="test", database_url=_dsn_for(name), redis_url=REDIS_URL,
                         redis_prefix=f"serena:simtest:{uuid.uuid4().hex[:8]}:", data_dir=data,
-                        mosquitto_dir=data / "mosquitto", dispatch_graph="", dispatch_region=f"sim{uuid.uuid4().hex[:6]}")
+                        mosquitto_dir=data / "mosquitto", dispatch_graph="", dispatch_region=f"sim{uuid.uuid4().hex[:6]}",
+                        # The smoke clock runs SMOKE_SPEEDUP times faster than the wall: so do the vans' implied speeds.
+                        tracking_max_speed_mps=70.0 * SMOKE_SPEEDUP)
     get_settings.cache_clear()
     env = _env(settings)
     subprocess.run([sys.executable, "-m", "serena.cli", "users", "create-admin", "--email", ADMIN_EMAIL, "--password",
