@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -173,7 +174,7 @@ async def _raw_publish(s: Settings, drivers: list[int], n: int, rate: float, seq
         await asyncio.sleep(0.001)
     t0 = time.time()
     await asyncio.gather(*(one(i, items) for i, items in enumerate(per_conn)))
-    return {"ok": acks["ok"], "bad": acks["bad"], "t0": t0, "t_sent": time.time()}
+    return {"ok": acks["ok"], "bad": acks["bad"], "t0": t0, "t_sent": time.time(), "cpu_s": time.process_time()}
 
 
 def publisher(s: Settings, drivers: list[int], n: int, rate: float, seq0: int, t_start: float, out: mp.Queue) -> None:
@@ -193,7 +194,7 @@ def run_publishers(s: Settings, drivers: list[int], n: int, procs: int, rate: fl
     for p in ps:
         p.join()
     return {"ok": sum(r["ok"] for r in res), "bad": sum(r["bad"] for r in res), "t0": min(r["t0"] for r in res),
-            "t_sent": max(r["t_sent"] for r in res)}
+            "t_sent": max(r["t_sent"] for r in res), "cpu_s": sum(r["cpu_s"] for r in res)}
 
 
 # --- raw baseline subscriber -------------------------------------------------------------------------
@@ -368,7 +369,88 @@ def _ms(v: float | None) -> float | None:
 # --- customer push -------------------------------------------------------------------------------
 
 
+class CpuMeter:
+    """CPU seconds per process kind over a window (psutil), so a figure says where the 2 cores went.
+
+    Kinds are functions returning processes (looked up at both ends: a process started in the
+    window counts from zero). Redis and PostgreSQL are shared with whatever else runs on the
+    machine; only our database's backends are counted for PostgreSQL.
+    """
+
+    def __init__(self, kinds: dict[str, callable]) -> None:
+        self.kinds = kinds
+
+    def _sample(self) -> dict[tuple[str, int], float]:
+        import psutil
+
+        out: dict[tuple[str, int], float] = {}
+        for kind, fn in self.kinds.items():
+            for proc in fn():
+                try:
+                    t = proc.cpu_times()
+                    out[(kind, proc.pid)] = t.user + t.system
+                except psutil.Error:
+                    pass
+        return out
+
+    def start(self) -> None:
+        import psutil
+
+        self.t0, self.s0, self.sys0 = time.monotonic(), self._sample(), psutil.cpu_times()
+
+    def stop(self, extra_cpu_s: dict[str, float] | None = None) -> dict:
+        import psutil
+
+        s1, sys1, dt = self._sample(), psutil.cpu_times(), time.monotonic() - self.t0
+        per: dict[str, float] = {k: 0.0 for k in self.kinds}
+        for (kind, pid), v in s1.items():
+            per[kind] += v - self.s0.get((kind, pid), 0.0)
+        per.update(extra_cpu_s or {})
+        busy = sum(getattr(sys1, f) - getattr(self.sys0, f) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+        cores = {k: round(v / dt, 2) for k, v in per.items()}
+        cores["other (rest of the machine)"] = round(busy / dt - sum(per.values()) / dt, 2)
+        return {"seconds": round(dt, 1), "cores": cores, "machine_busy_cores": round(busy / dt, 2)}
+
+
+def _procs(pids):
+    import psutil
+
+    out = []
+    for pid in pids():
+        try:
+            pr = psutil.Process(pid)
+            out += [pr, *pr.children(recursive=True)]
+        except psutil.Error:
+            pass
+    return out
+
+
+def _thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of the ingest processes' event-loop threads and of their other (paho MQTT) threads."""
+    import psutil
+
+    out = {"event loop": 0.0, "other threads (paho)": 0.0}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            for t in psutil.Process(pid).threads():
+                out["event loop" if t.id == pid else "other threads (paho)"] += t.user_time + t.system_time
+    return out
+
+
+def _named(name: str, needle: str = ""):
+    import psutil
+
+    def fn():
+        out = []
+        for pr in psutil.process_iter(["name", "cmdline"]):
+            if pr.info["name"] == name and needle in " ".join(pr.info["cmdline"] or ()):
+                out.append(pr)
+        return out
+    return fn
+
+
 def watcher_proc(url_base: str, tokens: list[str], out: mp.Queue, ready: mp.Event, stop: mp.Event) -> None:
+    """Customer sockets with the `websockets` client (a full client: per-message deflate, parses each message)."""
     import websockets
 
     async def main():
@@ -406,7 +488,7 @@ def watcher_proc(url_base: str, tokens: list[str], out: mp.Queue, ready: mp.Even
             await asyncio.sleep(0.1)
         # Report first, then drop the sockets with the process: 5,000 closing handshakes on a busy
         # machine take minutes and measure nothing.
-        out.put({"lat": lat, "connected": len(conns), "failed": failed, "why": why})
+        out.put({"lat": lat, "connected": len(conns), "failed": failed, "why": why, "messages": len(lat)})
         out.close()
         out.join_thread()
         os._exit(0)
@@ -414,8 +496,169 @@ def watcher_proc(url_base: str, tokens: list[str], out: mp.Queue, ready: mp.Even
     asyncio.run(main())
 
 
+_SENT_AT = b'"sent_at":'
+
+
+class _RawWs(asyncio.Protocol):
+    """A minimal WebSocket client (RFC 6455) for the load generator: no compression, no JSON parsing.
+
+    It reads only what the benchmark needs, the `sent_at` number of each text frame, so that
+    10,000 sockets at 10,000 messages/s cost the load generator little CPU and its own queueing
+    does not show up as server latency. It answers pings (uvicorn closes sockets that do not)
+    and close frames.
+    """
+
+    def __init__(self, host: str, path: str, state: dict) -> None:
+        self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {__import__('base64').b64encode(os.urandom(16)).decode()}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        self.state = state
+        self.buf = bytearray()
+        self.open = False
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.done.set_result(f"closed before the handshake: {exc}")
+        self.state["lost"] += self.open
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[:buf.find(b"\r\n")])
+            if b" 101 " not in status:
+                self.done.set_result(status.decode(errors="replace")[:80])
+                self.transport.close()
+                return
+            del buf[:end + 4]
+            self.open = True
+            self.done.set_result(None)
+        now = time.time()
+        lat, st = self.state["lat"], self.state
+        i, n = 0, len(buf)
+        while n - i >= 2:
+            op, ln, hdr = buf[i] & 0x0F, buf[i + 1] & 0x7F, 2
+            if ln == 126:
+                if n - i < 4:
+                    break
+                ln, hdr = int.from_bytes(buf[i + 2:i + 4], "big"), 4
+            elif ln == 127:
+                if n - i < 10:
+                    break
+                ln, hdr = int.from_bytes(buf[i + 2:i + 10], "big"), 10
+            if n - i < hdr + ln:
+                break
+            a, b = i + hdr, i + hdr + ln
+            if op == 1 or op == 0 or op == 2:
+                st["messages"] += 1
+                k = buf.find(_SENT_AT, a, b)
+                if k >= 0:
+                    k += len(_SENT_AT)
+                    e = k
+                    while e < b and buf[e] not in (44, 125):  # ',' '}'
+                        e += 1
+                    lat.append(now - float(buf[k:e]))
+            elif op == 9:
+                self._send(0xA, bytes(buf[a:b]))
+            elif op == 8:
+                self._send(0x8, bytes(buf[a:min(b, a + 2)]))
+                self.transport.close()
+            i = b
+        if i:
+            del buf[:i]
+
+
+def raw_watcher_proc(targets: list[tuple[str, str]], out: mp.Queue, ready: mp.Event, stop: mp.Event) -> None:
+    """Customer sockets with `_RawWs` (the cheap load generator; see its docstring)."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    async def main():
+        st = {"lat": [], "messages": 0, "lost": 0}
+        failed = 0
+        why: dict[str, int] = {}
+        conns = []
+        loop = asyncio.get_running_loop()
+
+        async def one(url_tok):
+            nonlocal failed
+            base, tok = url_tok
+            h, p = base.removeprefix("ws://").split(":")
+            for attempt in range(5):  # a phone retries a refused connect too (a burst can overflow the listen queue)
+                try:
+                    _, proto = await loop.create_connection(lambda: _RawWs(f"{h}:{p}", f"/ws/track/{tok}", st), h, int(p))
+                    err = await asyncio.wait_for(proto.done, 600)
+                except Exception as exc:  # noqa: BLE001
+                    err = f"{type(exc).__name__}: {str(exc)[:80]}"
+                if err is None or not err.startswith(("closed before", "ConnectionResetError", "ConnectionRefused")):
+                    break
+                await asyncio.sleep(0.5 * (attempt + 1))
+            if err is None:
+                conns.append(proto)
+            else:
+                failed += 1
+                why[err] = why.get(err, 0) + 1
+
+        pending = []
+        for i in range(0, len(targets), 200):
+            pending += [asyncio.create_task(one(t)) for t in targets[i:i + 200]]
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*pending)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        out.put({"lat": st["lat"], "connected": len(conns), "failed": failed, "why": why, "messages": st["messages"],
+                 "lost_during_run": st["lost"]})
+        out.close()
+        out.join_thread()
+        os._exit(0)
+
+    asyncio.run(main())
+
+
+def start_api(s: Settings, port: int, args) -> subprocess.Popen:
+    env = env_of(s)
+    cmd = [sys.executable, "-m", "uvicorn", "serena.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+           "--no-access-log", "--log-level", "warning", "--ws", args.ws_impl, "--backlog", "16384", "--loop", "uvloop"]
+    if not args.ws_deflate:
+        cmd += ["--ws-per-message-deflate", "false"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(Path(s.mosquitto_dir) / f"api-{port}.err", "w"))  # noqa: SIM115
+
+
+def start_profilers(out_dir: Path, groups: dict[str, list[int]], seconds: float) -> list[subprocess.Popen]:
+    """py-spy (non-blocking sampling) on each process for the publish window; raw collapsed stacks per process."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for kind, pids in groups.items():
+        for pid in pids:
+            native = ["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else ["--nonblocking"]
+            procs.append(subprocess.Popen(["py-spy", "record", *native, "-r", "47", "-d", str(int(seconds)),
+                                           "-f", "raw", "-o", str(out_dir / f"{kind}-{pid}.txt"), "-p", str(pid)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
 async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: float, seconds: float, pubs: int, seq0: int,
-                        watcher_procs: int) -> dict:
+                        watcher_procs: int, args=None) -> dict:
     from tracking import eta, links
 
     pool = await asyncpg.create_pool(s.asyncpg_dsn, min_size=1, max_size=8)
@@ -437,37 +680,63 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
 
     tokens = await asyncio.gather(*(issue(st["order_id"]) for _, stops in pipe_stops for st in stops))
     tokens = tokens[:watchers]
-    port = free_port()
-    env = env_of(s)
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "serena.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-                            "--no-access-log", "--log-level", "warning", "--ws", "websockets-sansio", "--backlog", "16384"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=open(Path(s.mosquitto_dir) / "api.err", "w"))  # noqa: SIM115
+    ports = [free_port() for _ in range(args.api_procs)]
+    apis = [start_api(s, port, args) for port in ports]
     try:
         deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise RuntimeError("API did not start") from None
-                await asyncio.sleep(0.2)
+        for port in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError("API did not start") from None
+                    await asyncio.sleep(0.2)
         q: mp.Queue = mp.Queue()
         stop = mp.Event()
         readies = [mp.Event() for _ in range(watcher_procs)]
-        wps = [mp.Process(target=watcher_proc, args=(f"ws://127.0.0.1:{port}", tokens[i::watcher_procs], q, readies[i], stop))
-               for i in range(watcher_procs)]
+        # Watchers spread round-robin over the API processes (a load balancer's job in production).
+        targets = [(f"ws://127.0.0.1:{ports[i % len(ports)]}", t) for i, t in enumerate(tokens)]
+        if args.client == "raw":
+            wps = [mp.Process(target=raw_watcher_proc, args=(targets[i::watcher_procs], q, readies[i], stop))
+                   for i in range(watcher_procs)]
+        else:
+            wps = [mp.Process(target=_ws_watcher_entry, args=(targets[i::watcher_procs], q, readies[i], stop))
+                   for i in range(watcher_procs)]
         for p in wps:
             p.start()
         for e in readies:
-            await asyncio.to_thread(e.wait, 600)
+            await asyncio.to_thread(e.wait, 900)
         print(f"customer phase: {len(tokens)} watchers connecting done", file=sys.stderr, flush=True)
+        await asyncio.sleep(2.0)  # let the connect burst settle before measuring
         n = int(rate * seconds)
         ostop = asyncio.Event()
         stored_lat: list[float] = []
         obs = asyncio.create_task(observe_stored(s, ostop, stored_lat, [0]))
+        ingest_pids = args.ingest_pids
+        meter = CpuMeter({
+            "ingest": lambda: _procs(lambda: ingest_pids),
+            "api": lambda: _procs(lambda: [a.pid for a in apis]),
+            "watcher clients": lambda: _procs(lambda: [w.pid for w in wps]),
+            "bench main": lambda: _procs(lambda: [os.getpid()])[:1],
+            "mosquitto": _named("mosquitto", str(s.mosquitto_dir)),
+            "redis": _named("redis-server"),
+            "postgres (bench db)": _named("postgres", dsn_name(s.asyncpg_dsn)),
+        })
+        profilers = start_profilers(Path(args.profile), {"ingest": ingest_pids, "api": [a.pid for a in apis],
+                                                          "watchers": [w.pid for w in wps]}, seconds) if args.profile else []
+        meter.start()
+        threads0 = _thread_cpu(ingest_pids)
+        load0 = os.getloadavg()
         pub = await asyncio.to_thread(run_publishers, s, drivers, n, pubs, rate, seq0)
+        load1 = os.getloadavg()
         await asyncio.sleep(3.0)
+        cpu = meter.stop({"publishers": pub["cpu_s"]})
+        threads1 = _thread_cpu(ingest_pids)
+        cpu["ingest_threads_cores"] = {k: round((threads1[k] - threads0[k]) / cpu["seconds"], 2) for k in threads1}
+        for pr in profilers:
+            pr.wait()
         ostop.set()
         await obs
         stop.set()
@@ -477,19 +746,38 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
         lat = [x for rr in res for x in rr["lat"]]
         return {"watchers_connected": sum(rr["connected"] for rr in res), "watchers_failed": sum(rr["failed"] for rr in res),
                 "watcher_failures": {k: v for rr in res for k, v in rr["why"].items()},
+                "api_procs": len(apis), "client": args.client, "ws_deflate": args.ws_deflate,
                 "offered_pings_per_s": rate, "achieved_publish_per_s": round(pub["ok"] / max(1e-9, pub["t_sent"] - pub["t0"])),
-                "messages_to_customers": len(lat),
+                "messages_to_customers": len(lat), "frames_to_customers": sum(rr["messages"] for rr in res),
                 "publish_to_stored_ms": {"p50": _ms(pct(stored_lat, 50)), "p99": _ms(pct(stored_lat, 99)),
                                          "samples": len(stored_lat)},
-                "publish_to_customer_ms": {"p50": _ms(pct(lat, 50)), "p99": _ms(pct(lat, 99))}}
+                "publish_to_customer_ms": {"p50": _ms(pct(lat, 50)), "p99": _ms(pct(lat, 99)), "max": _ms(max(lat, default=None))},
+                "cpu": cpu, "loadavg_1min": {"before_publish": round(load0[0], 2), "after_publish": round(load1[0], 2)}}
     finally:
-        api.send_signal(signal.SIGTERM)
-        try:
-            api.wait(10)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        for api in apis:
+            api.send_signal(signal.SIGTERM)
+        for api in apis:
+            try:
+                api.wait(10)
+            except subprocess.TimeoutExpired:
+                api.kill()
         await pool.close()
         await r.aclose()
+
+
+def _ws_watcher_entry(targets: list[tuple[str, str]], out: mp.Queue, ready: mp.Event, stop: mp.Event) -> None:
+    """The websockets-client watcher for targets spread over several API processes."""
+    by_base: dict[str, list[str]] = {}
+    for base, tok in targets:
+        by_base.setdefault(base, []).append(tok)
+    if len(by_base) != 1:
+        raise SystemExit("--client websockets supports one API process; use --client raw with --api-procs")
+    (base, toks), = by_base.items()
+    watcher_proc(base, toks, out, ready, stop)
+
+
+def dsn_name(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[1]
 
 
 # --- main ----------------------------------------------------------------------------------------------
@@ -538,6 +826,7 @@ async def main(args, base: Settings, dsn: str) -> dict:
                                                           args.replicas, args.connections)
             print("raw baseline:", json.dumps(out["raw_baseline"]), file=sys.stderr, flush=True)
         ingest = start_ingest(s, args.replicas)
+        args.ingest_pids = [p.pid for p in ingest]
         if args.messages:
             out["full_pipeline"] = await full_pipeline(s, drivers, args.messages, args.publishers, seq0=1_000_000)
             out["full_over_raw"] = round(out["full_pipeline"]["pings_per_s"] / out["raw_baseline"]["msgs_per_s"], 3)
@@ -547,7 +836,7 @@ async def main(args, base: Settings, dsn: str) -> dict:
             cust_drivers = list(range(5_000_000, 5_000_000 + max(1, args.watchers // 2)))
             out["customer_push"] = await customer_push(s, cust_drivers, args.watchers, args.customer_rate,
                                                        args.customer_seconds, args.publishers, seq0=2_000_000,
-                                                       watcher_procs=args.watcher_procs)
+                                                       watcher_procs=args.watcher_procs, args=args)
     finally:
         stop_procs(ingest)
         broker.stop_broker(s)
@@ -591,6 +880,13 @@ if __name__ == "__main__":
     ap.add_argument("--watcher-procs", type=int, default=2)
     ap.add_argument("--customer-rate", type=float, default=5_000)
     ap.add_argument("--customer-seconds", type=float, default=20)
+    ap.add_argument("--api-procs", type=int, default=1, help="uvicorn processes; watchers are spread round-robin over them")
+    ap.add_argument("--client", choices=("raw", "websockets"), default="raw",
+                    help="customer-socket load generator: raw (minimal RFC 6455, reads only sent_at) or the websockets library")
+    ap.add_argument("--ws-impl", default="websockets-sansio", help="uvicorn --ws implementation")
+    ap.add_argument("--ws-deflate", action=argparse.BooleanOptionalAction, default=True,
+                    help="uvicorn offers per-message deflate (only clients that ask get it; the raw client does not)")
+    ap.add_argument("--profile", metavar="DIR", help="py-spy the ingest, API and watcher processes during the publish window")
     ap.add_argument("--keep-db", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     a = ap.parse_args()

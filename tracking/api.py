@@ -23,7 +23,7 @@ from core.errors import AuthError, Forbidden, NotFound, ValidationFailed
 from core.rbac import Permission, allows
 from serena.deps import ANONYMOUS, Principal, _principal, require
 from tracking import eta, history, links, live
-from tracking.fanout import Fanout
+from tracking.fanout import SNAPSHOT, Fanout, Inbox
 from tracking.ingest import Inbound, Pipeline, default_stages, reasons_of
 from tracking.models import Source
 from tracking.schemas import (
@@ -378,8 +378,9 @@ async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal,
     async with app.state.tracking_connect_sem:
         driver_id = await eta.driver_of_order(app.state.redis, prefix=app.state.settings.redis_prefix, order_id=order_id)
         snapshot = await customer_snapshot(app, order_id, delivered)
-    queue: asyncio.Queue = await fanout.watch(driver_id) if driver_id is not None else asyncio.Queue()
+    inbox = await fanout.watch(driver_id) if driver_id is not None else Inbox()
     last_sent = [time.monotonic()]
+    view_key = (order_id, delivered)
 
     async def heartbeat() -> None:
         # The "at least every 30 s" push: one sleeping task per watcher that wakes the pump when
@@ -387,19 +388,27 @@ async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal,
         while True:
             await asyncio.sleep(max(0.5, last_sent[0] + SNAPSHOT_EVERY_S - time.monotonic()))
             if time.monotonic() - last_sent[0] >= SNAPSHOT_EVERY_S:
-                queue.put_nowait(None)
+                inbox.put(SNAPSHOT)
                 last_sent[0] = time.monotonic()
 
     async def pump() -> None:
         while True:
-            update = await queue.get()
-            if update is None:
+            update = await inbox.get()
+            if update is SNAPSHOT:
                 async with app.state.tracking_connect_sem:
-                    view = await customer_snapshot(app, order_id, delivered)
+                    text = orjson.dumps(await customer_snapshot(app, order_id, delivered)).decode()
             else:
-                view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
+                # The update dict is shared by every watcher of the driver: a second watcher of the
+                # same order (the customer's phone and laptop) reuses the first one's text.
+                views = update.get("_views")
+                if views is None:
+                    update["_views"] = views = {}
+                text = views.get(view_key)
+                if text is None:
+                    view = customer_view(update, order_id=order_id, exact_within=exact_within, delivered=delivered)
+                    views[view_key] = text = orjson.dumps(view).decode()
             try:
-                await websocket.send_text(orjson.dumps(view).decode())
+                await websocket.send_text(text)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return  # the client left; the receive loop below notices and cleans up
             last_sent[0] = time.monotonic()
@@ -417,6 +426,6 @@ async def track_socket(websocket: WebSocket, token: str, _: Annotated[Principal,
         for t in tasks:
             t.cancel()
         if driver_id is not None:
-            await fanout.unwatch(driver_id, queue)
+            await fanout.unwatch(driver_id, inbox)
 
 __all__ = ["customer_view", "router", "ws_router", "PingIn"]
