@@ -527,3 +527,10 @@ async def available_stock(*, db: AsyncSession, variant_ids: list[int]) -> dict[i
     return {v: int(n) for v, n in rows}
 
 
+
+
+async def available_stock_now(*, pool: Any, variant_ids: list[int]) -> dict[int, int]:
+    """`available_stock` on a raw asyncpg pool: the product page's one live query, without an ORM session."""
+    rows = await pool.fetch("SELECT variant_id, sum(quantity)::bigint AS n FROM stock WHERE variant_id = ANY($1::int[])"
+                            " GROUP BY variant_id", variant_ids)
+    return {r["variant_id"]: int(r["n"]) for r in rows}
