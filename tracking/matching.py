@@ -1,13 +1,20 @@
 """Map matching: which road (directed edge of `routing.graph`) each GPS fix is on, by an HMM over candidate roads.
 
 The classic formulation (Newson & Krumm 2009). Hidden states are positions on the
-network near each fix: every street piece within `radius_m` (`routing.snap.candidates`),
-in both directions on two-way streets. Emission: a Gaussian in the distance from the fix
-to the road (sigma = the GPS noise, `sigma_m`). Transition: an exponential in
-|network distance between the two positions - great-circle distance between the two
-fixes| (`beta_m`): a driver goes along roads, so a candidate pair whose road distance is
-close to the straight-line distance is likely, and a jump to a parallel street (short as
-the crow flies, long by road) is not.
+network near each fix: every 4 m around the fix's projection on each of the
+`max_candidates` nearest street pieces within `radius_m` (`routing.snap.candidates`), in
+both directions on two-way streets. Emission: a Gaussian in the distance from the fix to
+the position (sigma = the GPS noise, `sigma_m`), plus, when the phone reports its course
+over ground, a capped Gaussian in the angle between that heading and the road's direction
+there. Transition: an exponential in |network distance between the two positions -
+distance driven| (the Doppler speed x dt, `beta_speed_m`; the great-circle distance between
+the fixes, `beta_m`, without speed): a driver goes along roads, so a jump to a parallel
+street (short as the crow flies, long by road) is unlikely.
+
+Eight candidate streets, not four: with 14 m of radial noise, in an old town or at a
+junction of slip roads the true street is often not among the four nearest, and no model
+recovers a state it never had (4 -> 8, with the per-street decision, took online matching
+without heading from 92-93 % to 94-95.6 %, measured with benchmarks/matching.py).
 
 Network distances come from a bounded Dijkstra over the graph's CSR arrays in numba
 (`_transitions`): for 1 Hz fixes the bound is tens of metres, so each search touches a few
@@ -18,10 +25,14 @@ fix.
 Two uses:
 - `Matcher.match_trace` — Viterbi over a whole trace (offline; tests, history clean-up);
 - `Matcher` as an ingest pipeline stage — online: per driver it keeps the last fix's
-  candidate states and their log-probabilities and takes the best state for each new fix
-  (forward Viterbi, no look-ahead, so a fix is stored with its edge at once). The state is
-  kept per ingest replica; with a shared subscription a replica sees a share of a
-  driver's fixes, which only makes its transitions longer (still scored by road distance).
+  candidate states and their log-probabilities and, for each new fix, takes the street
+  piece with the most probability mass (forward Viterbi, no look-ahead, so a fix is stored
+  with its edge at once). The state is kept per ingest replica; with a shared subscription
+  a replica sees a share of a driver's fixes, which only makes its transitions longer
+  (still scored by road distance). `RouteContextStage` adds the driver's planned path as a
+  prior. `Matcher(lag=L)` also re-decides each fix L fixes later (fixed-lag Viterbi) and
+  returns the fixes it changed; ingest does not use it (a stored fix's edge would then
+  need an UPDATE of history, and with heading and the route context it gains < 0.3 points).
 """
 
 from __future__ import annotations
@@ -115,8 +126,9 @@ class _State:
 class Matcher:
     """HMM map matcher over a `routing.graph.Graph` (see the module docstring)."""
 
-    # Defaults tuned on simulated 1 Hz traces with 10 m noise per axis (tests/tracking/test_matching.py):
-    # offline 95-97 % of fixes on the true street piece in Monaco, Heidelberg and Porto.
+    # Defaults tuned on simulated 1 Hz traces with 10 m noise per axis (seed 11 in tuning; the
+    # tests and benchmarks/matching.py use seed 7): online with heading 97-98 % of fixes on the
+    # true street piece in Monaco, Heidelberg and Porto, offline 97-99 %.
     def __init__(self, g, *, sigma_m: float = 10.0, beta_m: float = 20.0, radius_m: float = 40.0,
                  max_candidates: int = 8, max_drivers: int = 200_000, back_m: float | None = 2.0,
                  beta_speed_m: float = 3.0, step_m: float = 4.0, route_bonus: float = 1.5,
@@ -227,9 +239,11 @@ class Matcher:
         every `step_m` around it along the street (both directions of two-way streets): the
         projection carries the full along-track GPS error, so with projections alone the
         HMM cannot tell on which side of an intersection a car 5 m past it is. With
-        positions along the road, the reported speed (transition) and the 2-D distance
-        (emission: sqrt(cross-track^2 + shift^2), a straight-street approximation) pin
-        down where along the road each fix was.
+        positions along the road, the reported speed (transition) and the 2-D distance from
+        the fix to each position (emission) pin down where along the road each fix was.
+        `exact_distance=False` uses sqrt(cross-track^2 + shift^2) instead, a straight-street
+        approximation that overstates the distance past a street's end (measured: no
+        difference in accuracy; kept as the previous behaviour for the benchmark).
         """
         pi, cand = self.snap.candidates(self.g, lat, lng, radius_m=self.radius, max_per_point=self.k)
         qx, qy = self._project(lat, lng)
