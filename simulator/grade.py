@@ -124,7 +124,9 @@ def terminal(g: dict) -> str:
 
 def _scale_line(sc: dict) -> str:
     w = sc.get("steady_window") or {}
-    line = (f"bootstrap   drivers created in {_f(sc.get('create_s'), '.1f', ' s')}, {sc.get('signed_in', 0)} signed in "
+    made = "accounts reused (saved sessions)" if sc.get("reused_accounts") else \
+        f"drivers created in {_f(sc.get('create_s'), '.1f', ' s')}"
+    line = (f"bootstrap   {made}, {sc.get('signed_in', 0)} signed in "
             f"(last at +{_f(sc.get('last_sign_in_s'), '.1f', ' s')}), {sc.get('streaming', 0)} streaming "
             f"(all by +{_f(sc.get('all_streaming_s'), '.1f', ' s')})")
     if w:

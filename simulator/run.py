@@ -81,6 +81,7 @@ class SimConfig:
     no_orders: bool = False  # the scale run: drivers stream fixes, nobody orders
     wait_api_s: float = 120.0  # `serena up --simulate` starts us with the API: wait for it to answer
     show_links: int = 3  # print this many customers' tracking pages (for people to watch)
+    accounts_file: Path | None = None  # reuse (and save) driver accounts and their sessions between runs
 
 
 class Clock:
@@ -187,19 +188,27 @@ class Simulation:
                 await api.ensure_zone(self.admin, self.city, self.tag)
             bar = _bar(cfg.progress, total=cfg.drivers, desc="creating drivers", unit="driver")
             t_create = time.time()
-            accounts = await api.create_drivers(self.admin, n=cfg.drivers, tag=self.tag, depot_id=self.depot["id"],
-                                                concurrency=CREATE_CONCURRENCY, on_progress=bar.update)
+            accounts = None
+            if cfg.accounts_file:
+                accounts = api.load_accounts(Path(cfg.accounts_file), base_url=cfg.base_url, depot_id=self.depot["id"],
+                                             n=cfg.drivers)
+            self.metrics.scale["reused_accounts"] = accounts is not None
+            if accounts is None:
+                accounts = await api.create_drivers(self.admin, n=cfg.drivers, tag=self.tag, depot_id=self.depot["id"],
+                                                    concurrency=CREATE_CONCURRENCY, on_progress=bar.update)
+                self.metrics.scale["create_s"] = round(time.time() - t_create, 1)
             bar.close()
-            self.metrics.scale["create_s"] = round(time.time() - t_create, 1)
             rng = np.random.default_rng([cfg.seed, 2])
             model = PhoneModel.perfect() if cfg.perfect_gps else PhoneModel(noise_m=cfg.noise_m)
             for a in accounts:
                 drng = np.random.default_rng([cfg.seed, 3, a.index])
-                self.drivers.append(Driver(self, a, api.Session(http, a.email, a.password), Phone(model, drng), drng,
+                self.drivers.append(Driver(self, a, api.Session(http, a.email, a.password, refresh=a.refresh_token),
+                                           Phone(model, drng), drng,
                                            factor=float(np.clip(rng.normal(1.0, 0.08), 0.75, 1.25))))
             from tqdm import tqdm
 
-            tqdm.write(f"bootstrap: depot {self.depot['id']}, {len(accounts)} drivers and vans created in "
+            verb = "reused (saved accounts)" if self.metrics.scale["reused_accounts"] else "created"
+            tqdm.write(f"bootstrap: depot {self.depot['id']}, {len(accounts)} drivers and vans {verb} in "
                        f"{time.time() - wall_start:.1f} s; {len(self.book)} orders in the book")
             self.clock.start()
             self.metrics.scale["drive_start_wall"] = time.time()
@@ -240,6 +249,11 @@ class Simulation:
                     t.cancel()
                 log.info("drivers off duty at %.1f s", time.time() - wall_start)
                 platform = await self._platform_report()
+                if cfg.accounts_file:
+                    for d in self.drivers:
+                        d.account.refresh_token = d.session.refresh
+                    api.save_accounts(Path(cfg.accounts_file), [d.account for d in self.drivers], base_url=cfg.base_url,
+                                      depot_id=self.depot["id"])
             self.truth.close()
         cpu_end = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.time() - wall_start
@@ -257,7 +271,7 @@ class Simulation:
         async with self._signin:
             for attempt in range(5):
                 try:
-                    await d.session.login()
+                    await d.session.resume()
                     self.metrics.scale["signed_in"] = self.metrics.scale.get("signed_in", 0) + 1
                     self.metrics.scale["last_sign_in_s"] = round(time.time() - self.metrics.scale["drive_start_wall"], 1)
                     break
@@ -543,6 +557,7 @@ def config_from_env(**overrides) -> SimConfig:
         mqtt_url=env.get("SERENA_MQTT_URL", "mqtt://127.0.0.1:1884"),
         topic_root=env.get("SERENA_MQTT_TOPIC_ROOT", "serena/v1"),
         stripe_api_base=env.get("SERENA_STRIPE_API_BASE", "http://127.0.0.1:8420"),
+        accounts_file=Path(env["SERENA_SIM_ACCOUNTS"]) if env.get("SERENA_SIM_ACCOUNTS") else None,
     )
     for k, v in overrides.items():
         if v is not None:
