@@ -200,10 +200,13 @@ def open_windows(settings: Settings, now: datetime) -> list[Window]:
 
 
 async def quote(*, db: AsyncSession, settings: Settings, lat: float, lng: float, currency: str, now: datetime,
-                stocked: list[tuple[int, int]] | None = None) -> Quote:
-    """Serviceability, pickup depot, distance, fee (zone base + per km) and open windows for an address."""
+                stocked: list[tuple[int, int]] | None = None, zone: Zone | None = None) -> Quote:
+    """Serviceability, pickup depot, distance, fee (zone base + per km) and open windows for an address.
+
+    `zone`: the address's zone when the caller already looked it up (checkout does, first), saving the PostGIS query.
+    """
     cur = money.check_currency(currency)
-    zone = await zone_for(db=db, lat=lat, lng=lng)
+    zone = zone or await zone_for(db=db, lat=lat, lng=lng)
     depot = await nearest_depot(db=db, lat=lat, lng=lng, stocked=stocked)
     if depot is None:
         raise OutsideDeliveryArea("no depot can serve this address" + (" with these items in stock" if stocked else ""))

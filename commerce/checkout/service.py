@@ -154,11 +154,11 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
         raise ValidationFailed("loyalty points need a signed-in customer")
 
     # Serviceability first, so an address we cannot reach is refused before stock or payment.
-    await delivery.zone_for(db=db, lat=req.lat, lng=req.lng)
+    zone = await delivery.zone_for(db=db, lat=req.lat, lng=req.lng)
     wanted = [(ln["variant_id"], ln["quantity"]) for ln in lines]
     try:
         q = await delivery.quote(db=db, settings=settings, lat=req.lat, lng=req.lng, currency=cart.currency, now=now,
-                                 stocked=wanted)
+                                 stocked=wanted, zone=zone)
     except delivery.OutsideDeliveryArea:
         raise OutOfStock("not enough stock for this cart at any depot serving the address") from None
     start = req.window_start if req.window_start.tzinfo else req.window_start.replace(tzinfo=UTC)  # naive = UTC
@@ -200,8 +200,8 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
     fee = Decimal("0") if free_delivery else q.fee
     totals = pricing.compute(currency=cart.currency, lines=priced, coupon_discount=coupon_discount,
                              points_discount=points_discount, delivery_fee=fee,
-                             delivery_tax_rate=await tax_rate(db=db, country=req.country, region=req.region,
-                                                              tax_class="standard"))
+                             delivery_tax_rate=rates.get("standard") or await tax_rate(db=db, country=req.country,
+                                                                                        region=req.region, tax_class="standard"))
     if req.expected_total is not None and money.round_money(req.expected_total, cart.currency) != totals.total:
         raise PriceChanged(f"prices changed: the total is now {totals.total} {cart.currency}")
     if req.payment_method == PaymentMethod.CARD and totals.total <= 0:
