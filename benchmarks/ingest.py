@@ -265,8 +265,65 @@ def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int, 
 # --- full pipeline -----------------------------------------------------------------------------------
 
 
+# Loaded by the API and ingest processes (PYTHONPATH): the wall time each spends in the cyclic
+# garbage collector, per generation, written to GC_DIR/gc-{pid}.json every second. A full
+# collection stops the whole process, so it shows up directly in publish → customer p99.
+_GC_SITE = """
+import gc, json, os, threading, time
+_st = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+_t = [0.0, 0]
+def _cb(phase, info):
+    if phase == "start":
+        _t[0], _t[1] = time.perf_counter(), info["generation"]
+    else:
+        s = _st[_t[1]]
+        s[0] += 1
+        s[1] += time.perf_counter() - _t[0]
+def _dump():
+    path = os.path.join(os.environ["BENCH_GC_DIR"], f"gc-{os.getpid()}.json")
+    while True:
+        time.sleep(1.0)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"t": time.time(), "gen": _st, "max_s": _mx[0]}, f)
+        os.replace(path + ".tmp", path)
+_mx = [0.0]
+def _cb2(phase, info):
+    if phase == "stop":
+        _mx[0] = max(_mx[0], time.perf_counter() - _t[0])
+if os.environ.get("BENCH_GC_DIR"):
+    gc.callbacks.append(_cb)
+    gc.callbacks.append(_cb2)
+    threading.Thread(target=_dump, daemon=True).start()
+"""
+
+
+def gc_stats(s: Settings, pids: list[int]) -> dict:
+    """Collections and seconds per generation, summed over `pids`, from the _GC_SITE files."""
+    tot = {str(g): [0, 0.0] for g in range(3)}
+    mx = 0.0
+    for pid in pids:
+        f = Path(s.mosquitto_dir).parent / "gc" / f"gc-{pid}.json"
+        with contextlib.suppress(OSError, ValueError):
+            d = json.loads(f.read_text())
+            for g, (n, sec) in d["gen"].items():
+                tot[g][0] += n
+                tot[g][1] += sec
+            mx = max(mx, d["max_s"])
+    return {"gen": tot, "longest_s": mx}
+
+
+def gc_delta(a: dict, b: dict) -> dict:
+    return {f"gen{g}": {"collections": b["gen"][g][0] - a["gen"][g][0], "seconds": round(b["gen"][g][1] - a["gen"][g][1], 2)}
+            for g in b["gen"]} | {"longest_pause_s_since_start": round(b["longest_s"], 3)}
+
+
 def env_of(s: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SERENA_")}
+    gc_dir = Path(s.mosquitto_dir).parent / "gc"
+    gc_dir.mkdir(parents=True, exist_ok=True)
+    (gc_dir / "sitecustomize.py").write_text(_GC_SITE)
+    env["PYTHONPATH"] = os.pathsep.join([str(gc_dir), *filter(None, [env.get("PYTHONPATH")])])
+    env["BENCH_GC_DIR"] = str(gc_dir)
     env.update({
         "SERENA_ENV": "test", "SERENA_DATABASE_URL": s.database_url, "SERENA_REDIS_URL": s.redis_url,
         "SERENA_REDIS_PREFIX": s.redis_prefix, "SERENA_MQTT_URL": s.mqtt_url, "SERENA_MQTT_TOPIC_ROOT": s.mqtt_topic_root,
@@ -726,6 +783,7 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
         })
         profilers = start_profilers(Path(args.profile), {"ingest": ingest_pids, "api": [a.pid for a in apis],
                                                           "watchers": [w.pid for w in wps]}, seconds) if args.profile else []
+        gc0 = {"api": gc_stats(s, [a.pid for a in apis]), "ingest": gc_stats(s, ingest_pids)}  # written every second
         meter.start()
         threads0 = _thread_cpu(ingest_pids)
         load0 = os.getloadavg()
@@ -734,6 +792,8 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
         await asyncio.sleep(3.0)
         cpu = meter.stop({"publishers": pub["cpu_s"]})
         threads1 = _thread_cpu(ingest_pids)
+        await asyncio.sleep(1.1)
+        gc1 = {"api": gc_stats(s, [a.pid for a in apis]), "ingest": gc_stats(s, ingest_pids)}
         cpu["ingest_threads_cores"] = {k: round((threads1[k] - threads0[k]) / cpu["seconds"], 2) for k in threads1}
         for pr in profilers:
             pr.wait()
@@ -752,6 +812,7 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
                 "publish_to_stored_ms": {"p50": _ms(pct(stored_lat, 50)), "p99": _ms(pct(stored_lat, 99)),
                                          "samples": len(stored_lat)},
                 "publish_to_customer_ms": {"p50": _ms(pct(lat, 50)), "p99": _ms(pct(lat, 99)), "max": _ms(max(lat, default=None))},
+                "gc_in_window": {k: gc_delta(gc0[k], gc1[k]) for k in gc0},
                 "cpu": cpu, "loadavg_1min": {"before_publish": round(load0[0], 2), "after_publish": round(load1[0], 2)}}
     finally:
         for api in apis:

@@ -50,12 +50,18 @@ return {redis.call('EXISTS', KEYS[3]), updated}
 
 # PUBLISH many (channel, message) pairs in one round trip and one command: a pipeline of
 # thousands of PUBLISH commands costs more in redis-py's command packing than in Redis.
+# ARGV[1] is a JSON array of [channel, byte length], ARGV[2] the messages end to end: the
+# messages (JSON themselves) are not escaped into a JSON string and unescaped again.
 _PUBLISH_MANY = """
-local pairs = cjson.decode(ARGV[1])
-for i = 1, #pairs do
-    redis.call('PUBLISH', pairs[i][1], pairs[i][2])
+local heads = cjson.decode(ARGV[1])
+local body = ARGV[2]
+local pos = 1
+for i = 1, #heads do
+    local n = heads[i][2]
+    redis.call('PUBLISH', heads[i][1], string.sub(body, pos, pos + n - 1))
+    pos = pos + n
 end
-return #pairs
+return #heads
 """
 
 # HMGET with the field list as ONE JSON argument (same reason as above); chunked below Lua's unpack limit.
@@ -105,8 +111,9 @@ class LiveState:
     async def publish_many(self, pairs: list[tuple[str, bytes]]) -> None:
         """Publish every (channel, message) pair with one script call."""
         if pairs:
-            blob = orjson.dumps([(ch, m.decode() if isinstance(m, bytes | bytearray) else m) for ch, m in pairs])
-            await self._publish(keys=[], args=[blob])
+            msgs = [m if type(m) is bytes else (m.encode() if isinstance(m, str) else bytes(m)) for _, m in pairs]
+            heads = orjson.dumps([(ch, len(m)) for (ch, _), m in zip(pairs, msgs, strict=True)])
+            await self._publish(keys=[], args=[heads, b"".join(msgs)])
 
     async def update(self, rows: Iterable[dict[str, Any]]) -> tuple[bool, list[int]]:
         """Write newer-only; returns (epoch marker present, driver ids whose live fix changed)."""

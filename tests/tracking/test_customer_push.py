@@ -134,3 +134,23 @@ async def test_a_quiet_driver_still_gets_the_customer_a_snapshot_and_two_custome
             assert m["order_id"] == stops[i]["order_id"] and m["stops_before"] == i
             assert m["eta"] == {"earliest": 1000.0 + i, "latest": 2000.0 + i} and m["sent_at"] == 123.0
             assert m["position"]["exact"] is (i < settings.tracking_exact_within_stops)
+
+
+async def test_publish_many_delivers_each_message_whole_to_its_own_channel(redis, tsettings, new_driver_id):
+    state = live.LiveState(redis, tsettings.redis_prefix)
+    keys = live.Keys(tsettings.redis_prefix)
+    a, b = new_driver_id(), new_driver_id()
+    ps = redis.pubsub()
+    await ps.subscribe(keys.driver(a), keys.driver(b))
+    msgs = [(keys.driver(a), orjson.dumps({"name": "Bäckerei Müller", "n": 1})), (keys.driver(b), b""),
+            (keys.driver(a), '{"quote": "\\"x\\""}')]
+    await state.publish_many(msgs)
+    got = []
+    deadline = time.monotonic() + 10
+    while len(got) < 3:
+        assert time.monotonic() < deadline, got
+        m = await ps.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if m is not None:
+            got.append((m["channel"].decode(), m["data"]))
+    await ps.aclose()
+    assert got == [(keys.driver(a), msgs[0][1]), (keys.driver(b), b""), (keys.driver(a), b'{"quote": "\\"x\\""}')]
