@@ -40,10 +40,18 @@ class Placed:
     order_number: str | None = None  # commerce: dispatch's job carries it as its reference
     error: str | None = None
     final_state: str | None = None
+    window_start_wall: float | None = None  # the promised window's start (epoch s) as the platform has it
 
 
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _epoch_of(text) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 async def place_api(sim: Simulation, o: Order) -> Placed:
@@ -64,7 +72,7 @@ async def place_api(sim: Simulation, o: Order) -> Placed:
             err = str(exc)
             continue
         if r.status_code in (200, 201):
-            return Placed(o, "api", job_id=r.json()["id"])
+            return Placed(o, "api", job_id=r.json()["id"], window_start_wall=w0)
         err = f"{r.status_code} {r.text[:200]}"
         if r.status_code < 500:
             break
@@ -102,7 +110,8 @@ async def place_commerce(sim: Simulation, o: Order) -> Placed:
         if r.status_code not in (200, 201):
             return Placed(o, "commerce", error=f"checkout {r.status_code} {r.text[:200]}")
         view = r.json()
-        return Placed(o, "commerce", commerce_order_id=str(view.get("id")), tracking_token=view.get("tracking_token"),
+        return Placed(o, "commerce", window_start_wall=_epoch_of(window_start),
+                      commerce_order_id=str(view.get("id")), tracking_token=view.get("tracking_token"),
                       order_number=str(view.get("number")))
     except Exception as exc:
         return Placed(o, "commerce", error=f"{type(exc).__name__}: {exc}")

@@ -37,6 +37,11 @@ def compute(result) -> dict:
     failed = sum(states.get(s, 0) for s in TERMINAL_FAILED)
     lost = states.get("unknown", 0)
     open_ = len(ok) - delivered - failed - lost
+    # Open orders whose promised window had not even started when the run ended (the shop offers
+    # fixed local windows after a cut-off, often hours ahead): not late, just not due yet.
+    end = getattr(result, "end_wall", 0.0) or 0.0
+    not_due = sum(1 for p in ok if p.final_state not in ("delivered", *TERMINAL_FAILED, None, "unknown")
+                  and p.window_start_wall is not None and end and p.window_start_wall > end)
     # On time: the true delivery instant against the promised window (orders whose job we know).
     window_end = {p.job_id: p.order.window_end_s for p in ok if p.job_id}
     delivered_at = {r["job"]: r["t"] for r in records if r["k"] == "delivered"}
@@ -63,7 +68,7 @@ def compute(result) -> dict:
     versions = [p["version"] for p in m.plans]
     return {
         "orders": {"book": len(placed), "placed": len(ok), "not_placed": len(placed) - len(ok), "delivered": delivered,
-                   "failed_explicitly": failed, "open": open_, "lost": lost, "by_state": dict(states),
+                   "failed_explicitly": failed, "open": open_, "open_not_due_yet": not_due, "lost": lost, "by_state": dict(states),
                    "by_channel": dict(Counter(p.channel for p in ok)),
                    # shop orders whose order.paid never became a dispatch job (no job with the order number as reference)
                    "shop_orders_without_job": sum(1 for p in ok if p.channel == "commerce" and p.order_number
@@ -98,7 +103,9 @@ def terminal(g: dict) -> str:
     lines = [
         "── Serena simulation grade ──────────────────────────────────────",
         f"orders      placed {o['placed']} (of {o['book']}; {o['not_placed']} refused)  delivered {o['delivered']}  "
-        f"failed {o['failed_explicitly']}  open {o['open']}  lost {o['lost']}"
+        f"failed {o['failed_explicitly']}  open {o['open']}"
+        + (f" ({o['open_not_due_yet']} with a window starting after the run)" if o.get("open_not_due_yet") else "")
+        + f"  lost {o['lost']}"
         + (f"  (shop orders that never became a delivery: {o['shop_orders_without_job']})" if o["shop_orders_without_job"] else ""),
         f"on time     {_f(g['on_time']['pct'], '.1f', ' %')} of {g['on_time']['judged']} delivered   km driven {g['km_driven']:.1f}",
     ]

@@ -116,6 +116,7 @@ class Result:
     wall_s: float = 0.0
     out_dir: Path | None = None
     jobs_by_reference: dict = field(default_factory=dict)
+    end_wall: float = 0.0  # when the run stopped watching (epoch s)
 
 
 class Simulation:
@@ -263,7 +264,7 @@ class Simulation:
         cfgd = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
                 if k not in ("admin_password", "admin_totp_secret", "stripe_api_key")}
         return Result(cfgd, self.placed, self.metrics, self.truth.records, platform, cpu, wall, self.out_dir,
-                      self.jobs_by_reference)
+                      self.jobs_by_reference, end_wall=time.time())
 
     async def _start_driver(self, d: Driver, i: int) -> None:
         # Sign-ins a few at a time: argon2 verification is deliberately slow, and 1,000 at once
