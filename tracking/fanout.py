@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import gc
 import logging
 import os
 import ssl
@@ -35,17 +34,14 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
-from tracking import live
+from tracking import gctune, live
 
 log = logging.getLogger("serena.tracking.fanout")
 QUEUE_MAX = 32  # updates buffered per watcher before the oldest is dropped
 SNAPSHOT = None  # the inbox item that asks a watcher's sender for a fresh snapshot (heartbeat, reconnect)
 RECONNECT_MAX_S = 5.0
 
-# Garbage-collector thresholds for a process that holds many sockets (see `_tune_gc`), applied
-# once it serves MANY_WATCHERS watchers.
-GC_THRESHOLDS = (50_000, 20, 100)
-MANY_WATCHERS = 1_000
+MANY_WATCHERS = 1_000  # from this many watchers on, the process gets tracking.gctune's thresholds
 
 DROPS = Counter("serena_tracking_watcher_drops_total", "Driver updates dropped for a slow customer socket (a newer one superseded it)")
 
@@ -139,24 +135,6 @@ class _PubSubProtocol(asyncio.Protocol):
                     log.warning("Redis pub/sub error: %s", msg)
             elif not self.ready.done():  # +OK to AUTH
                 self.ready.set_result(None)
-
-
-def _tune_gc() -> None:
-    """Make CPython's full collections rare in a process holding thousands of long-lived sockets.
-
-    Each socket keeps a few hundred GC-tracked objects alive (protocol, parser, tasks, closures).
-    With the default thresholds (700, 10, 10) the oldest generation was collected every few
-    seconds under load, and with 10,000 sockets one full collection took ~2 s during which no
-    socket got anything: measured with gc.callbacks in `benchmarks/ingest.py`, it was the p99.
-    With (50,000, 20, 100) young collections are ~70x rarer and a full one needs 2,000 of them
-    (100 million net allocations) instead of 100.
-    Short-lived garbage is still freed at once by reference counting; only reference cycles
-    wait longer. The rejected alternative, `gc.freeze()`, would never collect cycles among
-    frozen objects (closed sockets' tasks and frames), a leak in a process that runs for days.
-    """
-    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
-        gc.set_threshold(*GC_THRESHOLDS)
-        log.info("many watchers in this process: gc thresholds %s", GC_THRESHOLDS)
 
 
 class Fanout:
@@ -266,7 +244,7 @@ class Fanout:
         boxes.add(box)
         self._count += 1
         if self._count == MANY_WATCHERS:
-            _tune_gc()
+            gctune.for_large_live_heap()
         return box
 
     async def unwatch(self, driver_id: int, box: Inbox) -> None:

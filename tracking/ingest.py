@@ -394,8 +394,9 @@ async def run_mqtt(pipeline: Pipeline, source: MqttSource, *, stop: asyncio.Even
 async def run_ingest(settings: Settings, *, replica: str, stop: asyncio.Event | None = None,
                      ready: Callable[[], None] | None = None) -> None:
     """The `serena ingest` process body: pool, Redis, pipeline stages, MQTT source, retention."""
-    from tracking import eta, matching  # noqa: PLC0415 - optional engines, loaded only by the process
+    from tracking import eta, gctune, matching  # noqa: PLC0415 - optional engines, loaded only by the process
 
+    gctune.for_large_live_heap()  # a full collection of a replica's per-driver state stalled batches ~0.12 s
     pool = await asyncpg.create_pool(settings.asyncpg_dsn, min_size=1, max_size=4)
     r = aioredis.from_url(settings.redis_url)
     stages: list[Stage] = []
