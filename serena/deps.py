@@ -32,7 +32,13 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns, rolled back on error."""
+    """One transaction per request: committed when the handler returns, rolled back on error.
+
+    Used with `scope="function"` (`Db` below): FastAPI then runs the exit (the COMMIT) when the
+    handler returns and BEFORE the response is sent. With the default request scope the commit
+    ran after the response, so a client could get 201 for a row another request could not see
+    yet (or that a failed commit never stored).
+    """
     async with request.app.state.sessions() as session, session.begin():
         yield session
 
@@ -42,7 +48,7 @@ def get_redis(request: Request) -> aioredis.Redis:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-Db = Annotated[AsyncSession, Depends(get_db)]
+Db = Annotated[AsyncSession, Depends(get_db, scope="function")]
 Redis = Annotated[aioredis.Redis, Depends(get_redis)]
 
 
