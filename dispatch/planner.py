@@ -18,6 +18,7 @@ reassignment pins a job to the chosen driver.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -93,12 +94,15 @@ class Snapshot:
 @dataclass
 class PlanResult:
     version: int | None
-    solution: Solution
+    solution: Solution | None  # None when skipped
     routes: dict[str, list[dict]]
     unassigned: dict[str, str]
     churn: float
     solve_ms: float
     published: dict[int, dict] = field(default_factory=dict)  # driver id -> task list
+    inputs: str = ""  # fingerprint of what the plan was computed from, as it stands after the plan (inputs_fingerprint)
+    skipped: bool = False  # nothing changed since the plan with the same `inputs`: no solve, nothing written
+    changed: set[int] = field(default_factory=set)  # drivers whose list publish_tasks sent (content differed)
 
 
 async def live_positions(redis: aioredis.Redis, settings: Settings, driver_ids: list[int]) -> dict[int, tuple[float, float, float]]:
@@ -273,6 +277,7 @@ async def apply_plan(db: AsyncSession, *, snap: Snapshot, problem: Problem, poin
     """Write the plan and every job's new assignment, transitions and events (caller commits)."""
     jobs = {str(j.id): j for j in snap.jobs}
     routes_out: dict[str, list[dict]] = {}
+    returning = {j.driver_id for j in snap.jobs if j.state == S.FAILED.value and j.state_reason.startswith("return to depot")}
     assigned: dict[str, tuple[int, int, datetime]] = {}  # job id -> (driver, seq of delivery, eta)
     for route in solution.routes:
         stops = []
@@ -291,6 +296,11 @@ async def apply_plan(db: AsyncSession, *, snap: Snapshot, problem: Problem, poin
             if stop["kind"] == "depot":
                 stop["load"] = [x["package_code"] for x in stops[i + 1:] if x["kind"] == "delivery"
                                 and x["state"] in (S.CREATED.value, S.PLANNED.value, S.ASSIGNED.value)]
+        if stops and stops[-1]["kind"] == "depot" and not stops[-1]["load"] and int(route.vehicle_id) not in returning:
+            # A last depot call loading nothing tells the driver nothing, and its ETA (now + the drive)
+            # moves with the clock: kept, it made every idle driver's list "change" on every plan.
+            # Kept when the van carries parcels back to the depot (failed, marked for return).
+            stops.pop()
         routes_out[route.vehicle_id] = stops
     unassigned = {u.job_id: u.reason for u in solution.unassigned if not u.job_id.startswith(RELOAD)}
     plan = Plan(region=region, reason=reason, planner_id=planner_id, routes=routes_out, unassigned=unassigned,
@@ -335,14 +345,46 @@ def solve(problem: Problem, previous: Solution | None, *, mode: str, time_limit_
                      max_churn=max_churn if previous is not None else None)
 
 
+def inputs_fingerprint(snap: Snapshot) -> str:
+    """A digest of what decides who does which job: open jobs (state, driver, sequence, reason), drivers on
+    duty with their shift and van, depots. Not positions, not the clock: those move all the time and only
+    shift ETAs, which tracking's live ETA watch covers (a drift asks for a full re-plan)."""
+    h = hashlib.blake2b(digest_size=16)
+    for j in snap.jobs:
+        h.update(f"j|{j.id}|{j.state}|{j.driver_id}|{j.sequence}|{j.attempts}|{j.state_reason}\n".encode())
+    for d, s, v in snap.drivers:
+        vehicle = (v.id, v.depot_id, v.capacity_weight_kg, v.capacity_volume_l, v.capacity_parcels, tuple(v.skills or ())) if v else None
+        h.update(f"d|{d.id}|{d.depot_id}|{d.vehicle_id}|{s.id}|{s.vehicle_id}|{s.started_at}|{vehicle}\n".encode())
+    for depot_id in sorted(snap.depots):
+        h.update(f"p|{depot_id}|{service.latlng(snap.depots[depot_id].location)}\n".encode())
+    return h.hexdigest()
+
+
+def needs_solve(snap: Snapshot, *, inputs: str, unchanged_since: str | None) -> bool:
+    """Whether an interval re-plan has anything to decide. It is skipped when the inputs are those the last
+    published plan left behind AND no job is waiting or re-sequenceable (created/planned/assigned): with only
+    on-board stops (a fixed order) or none at all, a solve could only restate the same lists."""
+    if unchanged_since is None or inputs != unchanged_since:
+        return True
+    unstarted = {S.CREATED.value, S.PLANNED.value, S.ASSIGNED.value}
+    return any(j.state in unstarted for j in snap.jobs)
+
+
 async def replan(*, sessions: async_sessionmaker[AsyncSession], redis: aioredis.Redis, settings: Settings, lease: Lease | None,
-                 reason: str, time_limit_s: float | None = None, model=None, mode: str = "full") -> PlanResult | None:
-    """One re-plan of the region (`full` or `insert`); None when there is nothing to plan or the lease was lost."""
+                 reason: str, time_limit_s: float | None = None, model=None, mode: str = "full",
+                 unchanged_since: str | None = None) -> PlanResult | None:
+    """One re-plan of the region (`full` or `insert`); None when there is nothing to plan or the lease was lost.
+
+    `unchanged_since`: the `inputs` of the last plan whose lists were published; when the region still
+    looks like that (`needs_solve`), the result is `skipped` (no solve, no plan row, nothing to publish)."""
     model = model or travel.model_for(settings.dispatch_graph)
     async with sessions() as db, db.begin():
         snap = await snapshot(db, redis, settings)
         if not snap.jobs and not snap.drivers:
             return None
+        inputs = inputs_fingerprint(snap)
+        if not needs_solve(snap, inputs=inputs, unchanged_since=unchanged_since):
+            return PlanResult(None, None, {}, {}, 0.0, 0.0, inputs=inputs, skipped=True)
         problem, points = build_problem(snap, settings, model)
         if not problem.vehicles:
             return None
@@ -358,6 +400,7 @@ async def replan(*, sessions: async_sessionmaker[AsyncSession], redis: aioredis.
         result = await apply_plan(db, snap=snap, problem=problem, points=points, solution=solution, reason=f"{mode}:{reason}",
                                   planner_id=lease.owner if lease else "manual", region=settings.dispatch_region,
                                   solve_ms=solve_ms)
+        result.inputs = inputs_fingerprint(snap)  # the jobs as this plan leaves them: what the next snapshot reads
     log.info("plan v%s (%s): %d routes, %d unassigned, churn %.1f%%, solved in %.0f ms", result.version, reason,
              len(result.routes), len(result.unassigned), 100 * result.churn, solve_ms)
     return result
@@ -369,20 +412,50 @@ def order_id_of(stop: dict) -> str | None:
     return key.split(":", 1)[1] if key.startswith("order:") else None
 
 
-async def publish_tasks(result: PlanResult, *, redis: aioredis.Redis, settings: Settings, mqtt_client=None) -> None:
-    """Task lists out: MQTT retained per driver (QoS 1), Redis pub/sub for WebSockets, and the
-    driver-plan projection tracking reads for ETAs and stop detection (docs/tracking.md)."""
+def _same_list(new: dict, old: dict | None) -> bool:
+    """Same task list for the driver, whatever the plan version and generation time."""
+    return old is not None and old.get("driver_id") == new["driver_id"] and old.get("stops") == json.loads(json.dumps(new["stops"]))
+
+
+async def publish_tasks(result: PlanResult, *, redis: aioredis.Redis, settings: Settings, mqtt_client=None,
+                        force: bool = False) -> set[int]:
+    """Task lists out, for the drivers whose list changed: MQTT retained per driver (QoS 1), Redis
+    pub/sub for WebSockets, the driver-plan projection tracking reads for ETAs and stop detection
+    (docs/tracking.md), and last `{prefix}tasks:last:{id}` (GET /v1/driver/tasks).
+
+    A list equal to the stored one (same stops; version and generation time aside) is not sent again
+    and keeps its version: `result.published` gets the stored document back. Before, every plan sent
+    every on-duty driver's list (1,000 idle drivers: ~100k lists in 10 minutes, each parsed by an app).
+    The stored copy is written last, so a publication cut short is found different and sent again by
+    the next plan. `force` sends every list (a new leader cannot know the broker kept its retained
+    messages), still under the stored version when unchanged. Returns the drivers whose list changed.
+    """
     from core import fleetstate, mqtt
 
-    for driver_id, tasks in result.published.items():
+    if not result.published:
+        return set()
+    ids = list(result.published)
+    stored = await redis.mget([f"{settings.redis_prefix}tasks:last:{d}" for d in ids])
+    changed: set[int] = set()
+    for driver_id, raw in zip(ids, stored, strict=True):
+        old = json.loads(raw) if raw else None
+        if _same_list(result.published[driver_id], old):
+            result.published[driver_id] = old
+            if not force:
+                continue
+        else:
+            changed.add(driver_id)
+        tasks = result.published[driver_id]
         body = json.dumps(tasks)
-        await redis.set(f"{settings.redis_prefix}tasks:last:{driver_id}", body)
+        if mqtt_client is not None:
+            await mqtt_client.publish(mqtt.driver_topic(driver_id, "tasks", root=settings.mqtt_topic_root), body.encode(),
+                                      qos=1, retain=True)
         await redis.publish(tasks_channel(settings, driver_id), body)
         stops = [{"stop_id": s["job_id"], "order_id": order_id_of(s), "lat": s["lat"], "lng": s["lng"],
                   "service_s": s.get("service_s", 120.0), "status": "pending"}
                  for s in tasks["stops"] if s["kind"] == "delivery"]
         await fleetstate.write_plan(redis, prefix=settings.redis_prefix, driver_id=driver_id, stops=stops,
                                     version=tasks["version"])
-        if mqtt_client is not None:
-            await mqtt_client.publish(mqtt.driver_topic(driver_id, "tasks", root=settings.mqtt_topic_root), body.encode(),
-                                      qos=1, retain=True)
+        await redis.set(f"{settings.redis_prefix}tasks:last:{driver_id}", body)
+    result.changed = changed
+    return changed

@@ -74,11 +74,14 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
         last_plan = 0.0
         last_route_check = 0.0
         was_leader = False
+        published_inputs: str | None = None  # inputs of the last plan whose lists all went out
+        republish_all = True  # a new leader sends every list once: the broker may have lost retained ones
         while not stop.is_set():
             leader = await lease.acquire_or_renew()
             if leader and not was_leader:
                 log.info("planner %s leads region %s", lease.owner, settings.dispatch_region)
                 dirty.set()
+                published_inputs, republish_all = None, True
             was_leader = leader
             if leader:
                 await drain_pending()
@@ -106,12 +109,19 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                     reason = ",".join(sorted(pending)) or "interval"
                     pending.clear()
                     try:
+                        # Interval ticks with nothing new skip the solve and the writes (planner.needs_solve);
+                        # a trigger always plans.
                         result = await planner.replan(sessions=sessions, redis=redis, settings=settings, lease=lease,
-                                                      reason=reason, mode=mode)
-                        if result is not None:
-                            await planner.publish_tasks(result, redis=redis, settings=settings, mqtt_client=mqtt_client)
+                                                      reason=reason, mode=mode,
+                                                      unchanged_since=published_inputs if reason == "interval" else None)
+                        if result is not None and not result.skipped:
+                            await planner.publish_tasks(result, redis=redis, settings=settings, mqtt_client=mqtt_client,
+                                                        force=republish_all)
+                            republish_all = False
+                        published_inputs = result.inputs if result is not None else None
                     except Exception:
                         log.exception("re-plan failed; will retry")
+                        published_inputs = None
                         dirty.set()
                     if mode == "full":
                         last_plan = time.monotonic()
