@@ -9,11 +9,14 @@ network call must not sit inside the transaction that holds stock rows:
    conditional updates `quantity = quantity - n WHERE quantity >= n`, taken in variant-id
    order so concurrent checkouts queue on the row locks instead of deadlocking. 200
    buyers racing for 10 units get exactly 10 orders: the 11th update finds quantity 0.
-2. Payment: the card's PaymentIntent is created with the order's payment transaction row
-   locked, and its answer recorded (and `order.paid` emitted if it succeeded) in the same
-   transaction. Holding that one row lock over the provider call is deliberate: two
-   retries of one checkout arriving together must not create two intents, and we cannot
-   rely on the provider's idempotency keys alone (localstripe ignores them).
+2. Payment (`_pay_by_card`), with no transaction or pooled connection held over the provider
+   call: a short transaction claims the payment row (CREATED -> SUBMITTING), the intent is
+   created with the row's idempotency key and the order/transaction ids as metadata, and a
+   second short transaction records the answer (and `order.paid` if it succeeded, the invoice
+   number taken last). Two retries of one checkout arriving together do not create two intents
+   (localstripe ignores idempotency keys, so we cannot rely on them alone): the second finds the
+   claim and waits for the first's answer. The webhook can arrive before the answer is recorded;
+   both paths are idempotent (one charge, one paid order, one `order.paid`).
 
 Idempotency: the client's Idempotency-Key is `orders.checkout_key` (UNIQUE). A retry
 with the same key — after a timeout, a double click, concurrently — finds the order and
@@ -22,6 +25,7 @@ resumes it; the same key with a different request is refused.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -310,33 +314,100 @@ async def checkout(*, sessions: async_sessionmaker[AsyncSession], settings: Sett
     return CheckoutResult(order=order, created=created, declined=declined)
 
 
-async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, order_id: uuid.UUID,
-                       req: CheckoutRequest, now: datetime) -> str | None:
+CLAIM_STALE_S = 120.0  # a claim older than this was left by a request that died mid-call: it may be taken over
+CLAIM_WAIT_S = 30.0  # how long a same-key retry waits for the request calling the provider before answering 503
+CLAIM_POLL_S = 0.05
+
+
+async def _claim(*, sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider,
+                 order_id: uuid.UUID) -> tuple[str, PaymentTransaction]:
+    """One short transaction: decide what this request does about the card payment, and claim the call if it makes it.
+
+    ("call", tx): we moved the transaction to SUBMITTING and must create the intent; ("retrieve", tx):
+    an intent exists and is not final, ask the provider; ("done", tx): nothing to call; ("busy", tx):
+    another request is calling the provider right now.
+    """
     async with sessions() as db, db.begin():
         tx = (await db.execute(select(PaymentTransaction).where(PaymentTransaction.order_id == order_id,
                                                                 PaymentTransaction.provider == provider.name)
                                .order_by(PaymentTransaction.created_at).limit(1).with_for_update())).scalar_one()
-        if tx.status == TxStatus.FAILED:
-            return tx.last_error or "payment failed"
-        if tx.provider_ref is None and tx.status == TxStatus.CREATED:
-            try:
-                intent = await provider.create_intent(
-                    amount_minor=money.to_minor(tx.amount, tx.currency), currency=tx.currency,
-                    payment_method=req.payment_method_id or "", idempotency_key=tx.idempotency_key,
-                    metadata={"order_id": str(order_id), "transaction_id": str(tx.id)})
-            except ProviderUnavailable as exc:
-                # Nothing recorded: the order keeps its stock and a retry with the same key tries again.
-                raise PaymentUnavailable(f"{exc}; retry with the same Idempotency-Key") from None
-            except PaymentDeclined as exc:
-                tx.status = TxStatus.FAILED
-                tx.last_error = str(exc)
-                db.add(PaymentEvent(transaction_id=tx.id, provider_ref=exc.ref or f"declined:{tx.id}", type="declined",
-                                    amount=tx.amount, data={"code": exc.code, "message": str(exc)}))
+        now = datetime.now(UTC)
+        if tx.provider_ref is None and (tx.status == TxStatus.CREATED or (
+                tx.status == TxStatus.SUBMITTING and (now - tx.updated_at).total_seconds() > CLAIM_STALE_S)):
+            tx.status = TxStatus.SUBMITTING
+            tx.updated_at = now
+            return "call", tx
+        if tx.provider_ref is None and tx.status == TxStatus.SUBMITTING:
+            return "busy", tx
+        if tx.provider_ref is not None and tx.status not in (TxStatus.SUCCEEDED, TxStatus.FAILED, TxStatus.CANCELED):
+            return "retrieve", tx
+        return "done", tx
+
+
+async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, order_id: uuid.UUID,
+                       req: CheckoutRequest, now: datetime) -> str | None:
+    """Take the card payment without holding a transaction (or a pooled connection) over the provider call.
+
+    1. claim (short transaction, the payment row locked only for it): CREATED -> SUBMITTING. A
+       same-key request that finds SUBMITTING waits (polling, no connection held) for the first
+       one's answer instead of creating a second intent: localstripe ignores idempotency keys, so
+       the claim is what makes one intent per order. A claim older than CLAIM_STALE_S (its request
+       died mid-call) is taken over, with the same provider idempotency key (Stripe answers the
+       first intent again).
+    2. the provider call, with no transaction open.
+    3. record (short transaction, row locked): apply the answer. The webhook may have applied the
+       same intent meanwhile (it finds the row by the intent's metadata transaction_id);
+       apply_intent and mark_paid are idempotent, so one charge gives one paid order either way.
+    """
+    deadline = datetime.now(UTC).timestamp() + CLAIM_WAIT_S
+    while True:
+        action, tx = await _claim(sessions=sessions, provider=provider, order_id=order_id)
+        if action != "busy":
+            break
+        if datetime.now(UTC).timestamp() > deadline:
+            raise PaymentUnavailable("this checkout's payment is still being processed; retry with the same Idempotency-Key")
+        await asyncio.sleep(CLAIM_POLL_S)
+    if action == "done":
+        return tx.last_error or "payment failed" if tx.status == TxStatus.FAILED else None
+    if action == "retrieve":
+        intent = await provider.retrieve_intent(ref=tx.provider_ref or "")
+        return await _record(sessions=sessions, tx_id=tx.id, intent=intent, source="checkout-retry", now=now)
+    try:
+        intent = await provider.create_intent(
+            amount_minor=money.to_minor(tx.amount, tx.currency), currency=tx.currency,
+            payment_method=req.payment_method_id or "", idempotency_key=tx.idempotency_key,
+            metadata={"order_id": str(order_id), "transaction_id": str(tx.id)})
+    except ProviderUnavailable as exc:
+        # Nothing known to be charged: give the claim back, the order keeps its stock, and a retry with the same
+        # key tries again (with the same provider idempotency key).
+        async with sessions() as db, db.begin():
+            locked = await payments.lock_transaction(db=db, tx_id=tx.id)
+            if locked is not None and locked.status == TxStatus.SUBMITTING and locked.provider_ref is None:
+                locked.status = TxStatus.CREATED
+                locked.updated_at = datetime.now(UTC)
+        raise PaymentUnavailable(f"{exc}; retry with the same Idempotency-Key") from None
+    except PaymentDeclined as exc:
+        async with sessions() as db, db.begin():
+            locked = await payments.lock_transaction(db=db, tx_id=tx.id)
+            assert locked is not None
+            if locked.status in (TxStatus.SUBMITTING, TxStatus.CREATED):  # not already settled by a webhook
+                locked.status = TxStatus.FAILED
+                locked.last_error = str(exc)
+                locked.updated_at = datetime.now(UTC)
+                db.add(PaymentEvent(transaction_id=locked.id, provider_ref=exc.ref or f"declined:{locked.id}",
+                                    type="declined", amount=locked.amount, data={"code": exc.code, "message": str(exc)}))
                 order = await orders.get(db=db, order_id=order_id, lock=True)
                 await orders.payment_failed(db=db, order=order, reason=str(exc))
                 return str(exc)
-            await payments.apply_intent(db=db, tx=tx, intent=intent, source="checkout", now=now)
-        elif tx.provider_ref is not None and tx.status not in (TxStatus.SUCCEEDED, TxStatus.CANCELED):
-            intent = await provider.retrieve_intent(ref=tx.provider_ref)
-            await payments.apply_intent(db=db, tx=tx, intent=intent, source="checkout-retry", now=now)
-        return tx.last_error or None if tx.status == TxStatus.FAILED else None
+            return locked.last_error or str(exc) if locked.status == TxStatus.FAILED else None
+    return await _record(sessions=sessions, tx_id=tx.id, intent=intent, source="checkout", now=now)
+
+
+async def _record(*, sessions: async_sessionmaker[AsyncSession], tx_id: uuid.UUID, intent, source: str,
+                  now: datetime) -> str | None:
+    """Apply the provider's answer in one short transaction; the error text if the payment failed."""
+    async with sessions() as db, db.begin():
+        tx = await payments.lock_transaction(db=db, tx_id=tx_id)
+        assert tx is not None
+        await payments.apply_intent(db=db, tx=tx, intent=intent, source=source, now=now)
+        return tx.last_error or "payment failed" if tx.status == TxStatus.FAILED else None

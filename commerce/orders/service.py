@@ -156,10 +156,15 @@ async def mark_paid(*, db: AsyncSession, order: Order, now: datetime, via: str) 
         return True
     order.payment_status = PaymentStatus.PAID
     order.paid_at = now
+    await add_event(db, order.id, "paid", f"Payment received ({via})", via=via)
+    await hand_to_dispatch(db=db, order=order, now=now)
+    # The invoice number last: its counter row stays locked until this transaction commits, and
+    # every paying transaction needs it, so as little as possible runs while it is held. (The number
+    # is on the order, not in the "paid" timeline entry: that entry is written before it, and
+    # order_events is append-only.)
     if order.invoice_number is None:
         order.invoice_number = await _next_invoice_number(db)
-    await add_event(db, order.id, "paid", f"Payment received ({via})", via=via, invoice=order.invoice_number)
-    await hand_to_dispatch(db=db, order=order, now=now)
+        await db.flush()
     return True
 
 

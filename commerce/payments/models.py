@@ -18,6 +18,7 @@ from core.db import Base
 
 class TxStatus(StrEnum):
     CREATED = "created"  # row written, provider not called yet (or the call's answer was lost)
+    SUBMITTING = "submitting"  # one checkout request is calling the provider now (claimed at updated_at; no lock held)
     ACTION_REQUIRED = "action_required"  # 3-D Secure: the customer must authenticate
     PROCESSING = "processing"  # the provider is working on it
     AUTHORISED = "authorised"  # funds held, not captured

@@ -33,7 +33,7 @@ from commerce.payments.provider import Intent, PaymentProvider, intent_from_obje
 # How far along a transaction is; a report never moves it backwards. Failed and canceled share
 # the top rank with succeeded so that a stale "processing" cannot reopen them, but they cannot
 # override a success (see apply_intent).
-_RANK = {TxStatus.CREATED: 0, TxStatus.ACTION_REQUIRED: 1, TxStatus.PROCESSING: 2, TxStatus.AUTHORISED: 3,
+_RANK = {TxStatus.CREATED: 0, TxStatus.SUBMITTING: 0, TxStatus.ACTION_REQUIRED: 1, TxStatus.PROCESSING: 2, TxStatus.AUTHORISED: 3,
          TxStatus.SUCCEEDED: 4, TxStatus.FAILED: 4, TxStatus.CANCELED: 4, TxStatus.PENDING_OFFLINE: 0}
 _FROM_PROVIDER = {"succeeded": TxStatus.SUCCEEDED, "requires_capture": TxStatus.AUTHORISED,
                   "requires_action": TxStatus.ACTION_REQUIRED, "requires_confirmation": TxStatus.CREATED,

@@ -123,3 +123,66 @@ async def test_a_provider_outage_keeps_the_order_and_a_retry_with_the_key_pays_i
     assert down.status_code == 503 and down.json()["error"] == "payment_unavailable"
     retry = await client.post("/v1/checkout", json=body, headers=headers)
     assert retry.status_code == 200 and retry.json()["payment_status"] == "paid"
+
+
+async def test_no_row_lock_or_transaction_is_held_while_the_provider_is_called(shop_app, client, shop, localstripe_url,
+                                                                             stripe_provider, sessions):
+    """During create_intent, the payment row and the invoice counter can be locked by someone else (NOWAIT) and the
+    calling request has no transaction open: checkouts do not queue behind each other's provider calls."""
+    seen: dict[str, object] = {}
+
+    class Probing(CountingProvider):
+        async def create_intent(self, **kw):
+            async with sessions() as db, db.begin():
+                await db.execute(text("SET LOCAL lock_timeout = '1ms'"))
+                seen["tx"] = (await db.execute(text(
+                    "SELECT status FROM payment_transactions WHERE id = :id FOR UPDATE NOWAIT"),
+                    {"id": kw["metadata"]["transaction_id"]})).scalar_one()
+                seen["counter"] = (await db.execute(text(
+                    "SELECT next_value FROM invoice_counters WHERE series = 'INV' FOR UPDATE NOWAIT"))).scalar_one()
+                seen["open"] = (await db.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND state LIKE 'idle in transaction%' AND query ILIKE '%payment_transactions%'"))).scalar_one()
+            return await self.inner.create_intent(**kw)
+
+    token = await guest_cart(client, shop.variant_ids[0])
+    body = checkout_body(shop, await first_window(client, shop), payment_method_id=await card(localstripe_url))
+    shop_app.state.commerce_provider = Probing(stripe_provider)
+    try:
+        resp = await client.post("/v1/checkout", json=body, headers={"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())})
+    finally:
+        shop_app.state.commerce_provider = stripe_provider
+    assert resp.status_code == 201 and resp.json()["payment_status"] == "paid"
+    assert resp.json()["invoice_number"].startswith("INV-")
+    assert seen["tx"] == "submitting"  # claimed, committed, not locked
+    assert seen["open"] == 0
+
+
+async def test_concurrent_card_checkouts_give_one_paid_order_and_one_charge_each(shop_app, client, localstripe_url,
+                                                                                 stripe_provider, sessions):
+    shop = await make_shop(sessions, stock=30)
+    counting = CountingProvider(stripe_provider)
+    window = await first_window(client, shop)
+
+    async def buy() -> object:
+        token = await guest_cart(client, shop.variant_ids[0])
+        body = checkout_body(shop, window, payment_method_id=await card(localstripe_url))
+        return await client.post("/v1/checkout", json=body, headers={"X-Cart-Token": token, "Idempotency-Key": str(uuid.uuid4())})
+
+    shop_app.state.commerce_provider = counting
+    try:
+        responses = await asyncio.gather(*(buy() for _ in range(20)))
+    finally:
+        shop_app.state.commerce_provider = stripe_provider
+    assert [r.status_code for r in responses] == [201] * 20
+    assert counting.created == 20
+    ids = [r.json()["id"] for r in responses]
+    async with sessions() as db:
+        rows = (await db.execute(text("""
+            SELECT o.payment_status, o.invoice_number, t.status, t.provider_ref,
+                   (SELECT count(*) FROM outbox WHERE type = 'order.paid' AND aggregate_id = o.id::text) AS paid_events
+            FROM orders o JOIN payment_transactions t ON t.order_id = o.id WHERE o.id = ANY(CAST(:ids AS uuid[]))
+        """), {"ids": ids})).all()
+    assert len(rows) == 20
+    assert {(r.payment_status, r.status, r.paid_events) for r in rows} == {("paid", "succeeded", 1)}
+    assert len({r.invoice_number for r in rows}) == 20 and len({r.provider_ref for r in rows}) == 20
