@@ -600,13 +600,19 @@ def register_localstripe_webhook(settings: Settings, echo: Echo = print) -> bool
 
 
 def _serve_localstripe(host: str, port: int) -> None:
-    """Run localstripe bound to `host` only (its own CLI binds every interface)."""
+    """Run localstripe bound to `host` only (its own CLI binds every interface), in memory.
+
+    localstripe pickles its whole store to /tmp/localstripe.pickle on every write (20-85 ms a
+    call, growing with every payment ever made) and reloads it at start. It is a test double:
+    nothing in it has to survive a restart (the webhook registration is re-made by `up`), so the
+    store lives in memory only and a restart starts empty.
+    """
     import logging
 
     from aiohttp import web
     from localstripe import server
 
-    server.store.try_load_from_disk()
+    server.store.dump_to_disk = lambda: None  # the instance attribute shadows Store.dump_to_disk
     logging.basicConfig(level=logging.INFO)
     web.run_app(server.app, host=host, port=port, access_log=logging.getLogger("aiohttp.access"))
 
