@@ -31,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Profile:
+    """One Locust run: how many users of each kind, at what rates, for how long."""
+
     run_time_s: int
     spawn_rate: float
     catalog_users: int  # catalog readers, each at catalog_rps requests/s
@@ -42,10 +44,18 @@ class Profile:
     dispatchers: int
     links: int  # tracking links created at start (trackers pick one at random)
     check_rates: bool
+    name: str = ""  # the phase's name in a multi-phase profile
 
     @property
     def users(self) -> int:
         return self.catalog_users + self.buyers + self.drivers + self.trackers + self.dispatchers
+
+    @property
+    def user_classes(self) -> list[str]:
+        """The locustfile classes this run uses (Locust runs only these: a class with no users is not started)."""
+        counts = {"CatalogReader": self.catalog_users, "Buyer": self.buyers, "Driver": self.drivers,
+                  "Tracker": self.trackers, "Dispatcher": self.dispatchers}
+        return [k for k, n in counts.items() if n > 0]
 
     @property
     def offered(self) -> str:
@@ -54,12 +64,51 @@ class Profile:
                 f"{self.drivers} MQTT drivers, {self.trackers} trackers, {self.dispatchers} fleet boards")
 
 
+def _catalog_phase(rps: float, run_time_s: int = 60, *, check_rates: bool = True) -> Profile:
+    """Catalog readers only (5 req/s each), at `rps` offered."""
+    return Profile(run_time_s=run_time_s, spawn_rate=100, catalog_users=max(1, round(rps / 5)), catalog_rps=5, buyers=0,
+                   buy_rate=1.0, drivers=0, trackers=0, dispatchers=0, links=0, check_rates=check_rates,
+                   name=f"catalog {rps:.0f} req/s")
+
+
+def _checkout_phase(rps: float, run_time_s: int = 60, *, check_rates: bool = True) -> Profile:
+    """Buyers only (one purchase a second each: cart, line, quote, card token, checkout), at `rps` checkouts offered."""
+    return Profile(run_time_s=run_time_s, spawn_rate=100, catalog_users=0, catalog_rps=5, buyers=max(1, round(rps)),
+                   buy_rate=1.0, drivers=0, trackers=0, dispatchers=0, links=0, check_rates=check_rates,
+                   name=f"checkout {rps:.0f} req/s")
+
+
 PROFILES = {
     "smoke": Profile(run_time_s=30, spawn_rate=20, catalog_users=4, catalog_rps=2, buyers=2, buy_rate=0.25,
                      drivers=4, trackers=2, dispatchers=1, links=5, check_rates=False),
     "peak": Profile(run_time_s=90, spawn_rate=100, catalog_users=100, catalog_rps=5, buyers=100, buy_rate=1.0,
-                    drivers=40, trackers=20, dispatchers=4, links=20, check_rates=True),
+                    drivers=40, trackers=20, dispatchers=4, links=20, check_rates=True, name="mixed"),
 }
+# `peak` measures each promise at its own rate first (catalog alone at 500 req/s, checkout alone at
+# 100 req/s), then everything at once; a miss in any phase is a miss (exit 1).
+PHASES = {"peak": [_catalog_phase(500), _checkout_phase(100), PROFILES["peak"]]}
+
+
+def phases_for(profile: str) -> list[Profile] | None:
+    """The runs of a profile: smoke | peak | catalog:<req/s> | checkout:<req/s> (the last two: one phase, latency budgets only)."""
+    if profile in PHASES:
+        return PHASES[profile]
+    if profile in PROFILES:
+        return [PROFILES[profile]]
+    kind, _, rate = profile.partition(":")
+    try:
+        rps = float(rate)
+    except ValueError:
+        return None
+    if rps <= 0 or rps > 2000:
+        return None
+    if kind == "catalog":
+        return [_catalog_phase(rps, check_rates=False)]
+    if kind == "checkout":
+        return [_checkout_phase(rps, check_rates=False)]
+    return None
+
+
 WARMUP_S = 10.0  # steady-state rates are counted from this long after the start
 
 API_P95_MS = 200.0
@@ -174,14 +223,64 @@ def _proc_cpu_s(procs: list) -> float:
     return total
 
 
+# Process kinds whose CPU the runner reports (command-line needle -> label). Postgres counts every
+# backend on the machine (other databases' too); the serena entries count every instance.
+KINDS = (("postgres", "Postgres"), ("localstripe", "localstripe"), ("serena.cli planner", "planner"),
+         ("serena.cli worker", "worker"), ("serena.cli ingest", "ingest"), ("serena.cli relay", "relay"))
+
+
+def _kind_cpu(exclude: set[int]) -> dict[str, dict[int, float]]:
+    """label -> {pid: CPU seconds so far} for the processes of each kind in KINDS (psutil; empty without it)."""
+    out: dict[str, dict[int, float]] = {label: {} for _, label in KINDS}
+    try:
+        import psutil
+
+        for proc in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+            if proc.pid in exclude or proc.info["cpu_times"] is None:
+                continue
+            line = " ".join(proc.info["cmdline"] or ()) or (proc.info["name"] or "")
+            for needle, label in KINDS:
+                if needle in line:
+                    t = proc.info["cpu_times"]
+                    out[label][proc.pid] = t.user + t.system
+                    break
+    except Exception:  # noqa: BLE001 - no psutil: the figures are left out, not guessed
+        pass
+    return out
+
+
+def _kind_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, tuple[int, float]]:
+    """label -> (processes, CPU seconds during the run); a process started during the run counts from zero."""
+    return {label: (len(now), sum(cpu - before.get(label, {}).get(pid, 0.0) for pid, cpu in now.items()))
+            for label, now in after.items() if now}
+
+
 def run(*, profile: str, host: str, out_dir: Path, processes: int = 1, run_time_s: int | None = None) -> int:
-    if profile not in PROFILES:
-        print(f"error: unknown profile {profile!r}; known: {', '.join(PROFILES)}", file=sys.stderr)
+    phases = phases_for(profile)
+    if phases is None:
+        print(f"error: unknown profile {profile!r}; known: {', '.join(PROFILES)}, catalog:<req/s>, checkout:<req/s>",
+              file=sys.stderr)
         return 2
-    p = PROFILES[profile]
-    duration = run_time_s or p.run_time_s
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = []
+    for i, p in enumerate(phases):
+        if len(phases) > 1:
+            print(f"\n=== phase {i + 1}/{len(phases)}: {p.name} ===")
+        code = _run_phase(p, profile=profile, host=host, out_dir=out_dir, processes=processes, run_time_s=run_time_s)
+        if code == 2:
+            return 2
+        results.append((p.name or profile, code))
+    if len(phases) > 1:
+        print("\n=== phases ===")
+        for name, code in results:
+            print(f"{'ok  ' if code == 0 else 'MISS'}  {name}")
+    return 1 if any(code for _, code in results) else 0
+
+
+def _run_phase(p: Profile, *, profile: str, host: str, out_dir: Path, processes: int, run_time_s: int | None) -> int:
+    duration = run_time_s or p.run_time_s
+    tag = (p.name or profile).replace(" ", "-").replace("/", "")
+    prefix = out_dir / f"{profile.replace(':', '-')}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
     env = {**os.environ, "LOAD_DRIVERS": str(p.drivers), "LOAD_LINKS": str(p.links),
            "LOAD_CATALOG_USERS": str(p.catalog_users), "LOAD_CATALOG_RPS": str(p.catalog_rps),
            "LOAD_BUYERS": str(p.buyers), "LOAD_BUY_RATE": str(p.buy_rate),
@@ -191,9 +290,12 @@ def run(*, profile: str, host: str, out_dir: Path, processes: int = 1, run_time_
            "--csv", str(prefix), "--csv-full-history", "--only-summary", "--loglevel", "WARNING"]
     if processes > 1:
         cmd += ["--processes", str(processes)]
+    cmd += p.user_classes
     print(f"locust: {p.users} users ({p.offered}), {duration} s against {host}"
           + (f", {processes} processes" if processes > 1 else ""))
     api = _listeners(urlsplit(host).port or 80)
+    api_pids = {q.pid for q in api}
+    kinds0 = _kind_cpu(api_pids)
     api_cpu0, (busy0, total0) = _proc_cpu_s(api), _cpu_busy_s()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -204,6 +306,7 @@ def run(*, profile: str, host: str, out_dir: Path, processes: int = 1, run_time_
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy1, total1 = _cpu_busy_s()
     api_cpu = _proc_cpu_s(api) - api_cpu0
+    kinds = _kind_delta(kinds0, _kind_cpu(api_pids))
     stats = Path(f"{prefix}_stats.csv")
     if not stats.exists():
         print(log.read_text()[-3000:], file=sys.stderr)
@@ -232,6 +335,7 @@ def run(*, profile: str, host: str, out_dir: Path, processes: int = 1, run_time_
     load1, load5, _ = os.getloadavg()
     print(f"CPU over the run ({wall:.0f} s, {ncpu} cores): Locust {locust_cpu:.2f} cores, "
           + (f"API ({len(api)} processes on the port) {api_cpu / wall:.2f} cores, " if api else "API: not measured, ")
+          + "".join(f"{label} ({n} processes) {cpu / wall:.2f} cores, " for label, (n, cpu) in kinds.items())
           + f"whole machine {machine:.2f} cores busy; load average {load1:.2f} (1 min) {load5:.2f} (5 min)")
     print()
     verdicts = budgets(rows, check_rates=p.check_rates, rates=rates)

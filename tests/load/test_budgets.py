@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from load import runner
 
 
@@ -50,6 +52,30 @@ def test_peak_offers_the_promised_rates():
     peak = runner.PROFILES["peak"]
     assert peak.catalog_users * peak.catalog_rps >= runner.CATALOG_RPS
     assert peak.buyers * peak.buy_rate >= runner.CHECKOUT[2]
+
+
+def test_peak_measures_each_budget_alone_at_its_rate_then_all_together():
+    catalog, checkout, mixed = runner.phases_for("peak")
+    assert catalog.user_classes == ["CatalogReader"] and catalog.catalog_users * catalog.catalog_rps >= runner.CATALOG_RPS
+    assert checkout.user_classes == ["Buyer"] and checkout.buyers * checkout.buy_rate >= runner.CHECKOUT[2]
+    assert catalog.check_rates and checkout.check_rates and mixed.check_rates
+    assert set(mixed.user_classes) == {"CatalogReader", "Buyer", "Driver", "Tracker", "Dispatcher"}
+
+
+def test_a_phase_of_buyers_only_is_held_to_the_checkout_promises_only():
+    rows = [row("POST /v1/cart", 20, 100, "POST"), row("POST /v1/checkout", 150, 100, "POST")]
+    names = [n for n, _, _ in runner.budgets(rows, check_rates=True)]
+    assert "checkout at 100 req/s" in names and not any(n.startswith("catalog") for n in names)
+
+
+def test_rate_profiles_name_their_rate_and_bad_names_are_refused():
+    (one,) = runner.phases_for("checkout:25")
+    assert (one.buyers, one.buy_rate, one.catalog_users, one.check_rates) == (25, 1.0, 0, False)
+    (cat,) = runner.phases_for("catalog:250")
+    assert cat.catalog_users * cat.catalog_rps == 250 and cat.user_classes == ["CatalogReader"]
+    for bad in ("checkout:", "checkout:-1", "catalog:x", "other:10", "peak2"):
+        assert runner.phases_for(bad) is None
+    assert runner.run(profile="other:10", host="http://127.0.0.1:1", out_dir=Path("/tmp")) == 2
 
 
 def test_the_locustfile_defines_the_user_types():
