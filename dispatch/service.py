@@ -320,8 +320,15 @@ async def raise_exception(db: AsyncSession, *, kind: str, subject: str, risk: fl
     await db.execute(stmt)
 
 
-async def resolve_exceptions(db: AsyncSession, *, kind: str, subject: str) -> None:
-    await db.execute(update(DispatchException).where(DispatchException.kind == kind, DispatchException.subject == subject,
+async def resolve_exceptions(db: AsyncSession, *, kind: str, subject: str | list[str]) -> None:
+    """Close the open exception of `kind` about `subject` (or each of a list of subjects, in one statement)."""
+    if isinstance(subject, list):
+        if not subject:
+            return
+        match = DispatchException.subject.in_(subject)
+    else:
+        match = DispatchException.subject == subject
+    await db.execute(update(DispatchException).where(DispatchException.kind == kind, match,
                                                      DispatchException.resolved_at.is_(None)).values(resolved_at=datetime.now(UTC)))
 
 

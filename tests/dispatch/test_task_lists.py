@@ -163,3 +163,27 @@ def test_an_interval_plan_is_skipped_only_when_nothing_changed_and_nothing_waits
     waiting = _snap(10, [_job("created")])
     w = planner.inputs_fingerprint(waiting)
     assert planner.needs_solve(waiting, inputs=w, unchanged_since=w)
+
+
+async def test_a_silent_driver_raises_an_exception_that_closes_when_a_fix_arrives(app, redis, plan_settings, make_driver, pool):
+    """The silent watch runs every second of the planner loop; heard-from drivers are closed in one statement."""
+    import orjson
+
+    from core import fleetstate
+    from dispatch import watch
+
+    quiet, heard = await make_driver(at=FAR), await make_driver(at=FAR)
+    later = datetime.now(UTC) + timedelta(seconds=plan_settings.dispatch_silent_after_s + 5)
+    await redis.hset(fleetstate.live_key(plan_settings.redis_prefix), str(heard.driver_id),
+                     orjson.dumps({"lat": FAR[0], "lng": FAR[1], "ts": later.timestamp()}))
+    await watch.silent_drivers(sessions=app.state.sessions, redis=redis, settings=plan_settings, on_release=lambda: None, now=later)
+
+    async def open_for(d) -> int:
+        return await pool.fetchval("SELECT count(*) FROM dispatch_exceptions WHERE kind='silent_driver' AND subject=$1 "
+                                   "AND resolved_at IS NULL", str(d.driver_id))
+
+    assert await open_for(quiet) == 1 and await open_for(heard) == 0
+    await redis.hset(fleetstate.live_key(plan_settings.redis_prefix), str(quiet.driver_id),
+                     orjson.dumps({"lat": FAR[0], "lng": FAR[1], "ts": later.timestamp()}))
+    await watch.silent_drivers(sessions=app.state.sessions, redis=redis, settings=plan_settings, on_release=lambda: None, now=later)
+    assert await open_for(quiet) == 0
