@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import socket
@@ -9,6 +11,7 @@ import time
 
 import pytest
 import pytest_asyncio
+import uvicorn
 
 from core.settings import Settings
 from serena import broker
@@ -22,6 +25,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(app, *, ws: str = "websockets"):
+    """`app` on a real loopback port (WebSockets need a server), with uvicorn's WebSocket implementation `ws`; yields host:port."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws=ws))
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:
+        await asyncio.sleep(0.02)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        await task
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import time
 
 import orjson
 import pytest_asyncio
-import uvicorn
 import websockets
 
 from core.rbac import Role
-from tests.tracking.conftest import free_port, ping
+from tests.tracking.conftest import ping, serving
 from tracking import eta, links
 from tracking.api import customer_view
 
@@ -21,14 +20,8 @@ from tracking.api import customer_view
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def server(app):
     """The session's app on a real port (WebSockets need a server); lifespan already runs in the app fixture."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="websockets"))
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    await task
+    async with serving(app) as where:
+        yield where
 
 
 async def _driver(app, make_account):

@@ -7,10 +7,9 @@ import time
 
 import orjson
 import pytest_asyncio
-import uvicorn
 import websockets
 
-from tests.tracking.conftest import free_port
+from tests.tracking.conftest import serving
 from tracking import api as tracking_api
 from tracking import eta, links, live
 from tracking.fanout import QUEUE_MAX, SNAPSHOT, Fanout
@@ -93,15 +92,8 @@ async def test_after_redis_drops_the_fanout_connection_it_resubscribes_and_asks_
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def push_server(app):
     """The session's app on a real port, served by the uvicorn WebSocket implementation the benchmark uses."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning",
-                                        ws="websockets-sansio"))
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    await task
+    async with serving(app, ws="websockets-sansio") as where:
+        yield where
 
 
 async def test_a_quiet_driver_still_gets_the_customer_a_snapshot_and_two_customers_see_their_own_stop(
