@@ -349,12 +349,12 @@ def start_ingest(s: Settings, replicas: int) -> list[subprocess.Popen]:
     return procs
 
 
-def stop_procs(procs: list[subprocess.Popen]) -> None:
+def stop_procs(procs: list[subprocess.Popen], timeout_s: float = 15.0) -> None:
     for p in procs:
         p.send_signal(signal.SIGTERM)
     for p in procs:
         try:
-            p.wait(15)
+            p.wait(timeout_s)
         except subprocess.TimeoutExpired:
             p.kill()
 
@@ -815,13 +815,7 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
                 "gc_in_window": {k: gc_delta(gc0[k], gc1[k]) for k in gc0},
                 "cpu": cpu, "loadavg_1min": {"before_publish": round(load0[0], 2), "after_publish": round(load1[0], 2)}}
     finally:
-        for api in apis:
-            api.send_signal(signal.SIGTERM)
-        for api in apis:
-            try:
-                api.wait(10)
-            except subprocess.TimeoutExpired:
-                api.kill()
+        stop_procs(apis, timeout_s=10.0)
         await pool.close()
         await r.aclose()
 
