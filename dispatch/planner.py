@@ -188,6 +188,7 @@ def build_problem(snap: Snapshot, settings: Settings, model) -> tuple[Problem, l
     vehicles: list[Vehicle] = []
     jobs: list[Job] = []
     van_depot: dict[str, int | None] = {}
+    loading: set[int] = set()  # vans that may be at their depot loading: what is on their list stays there
     for driver, shift, vrow in snap.drivers:
         if driver.id not in snap.positions:
             continue
@@ -208,6 +209,9 @@ def build_problem(snap: Snapshot, settings: Settings, model) -> tuple[Problem, l
                             vehicles=frozenset({str(driver.id)}), priority=10))
             prefix.append(StopRef(reload_id, "pickup"))
         van_depot[str(driver.id)] = depot.id if depot is not None else None
+        if not on_board.get(driver.id) or depot is None or service.haversine_m(
+                lat, lng, *service.latlng(depot.location)) <= settings.dispatch_loading_radius_m:
+            loading.add(driver.id)
         shift_end_s = max(rel(shift.started_at) + horizon_s, 1800.0)
         cap = (vrow.capacity_weight_kg, vrow.capacity_volume_l, float(vrow.capacity_parcels)) if vrow else (800.0, 6000.0, 120.0)
         vehicles.append(Vehicle(id=str(driver.id), start_location=loc(lat, lng), end_location=None, capacity=cap,
@@ -220,11 +224,14 @@ def build_problem(snap: Snapshot, settings: Settings, model) -> tuple[Problem, l
             continue
         dlat, dlng = service.latlng(job.dropoff)
         window = (max(0.0, rel(job.window_start)), max(0.0, rel(job.window_end)))
-        if job.driver_id is not None and str(job.driver_id) in vehicle_ids and job.state in (S.CREATED.value, S.ASSIGNED.value):
-            # Pinned: by a dispatcher (created + driver), or because it is on the driver's task
-            # list already (assigned): it is on their depot load list, and moving it made drivers'
-            # pickup scans fail (the simulator found 28 refused scans in 8 minutes). Re-plans may
-            # still re-sequence it; a dispatcher's reassignment, going off duty or silence move it.
+        if job.driver_id is not None and str(job.driver_id) in vehicle_ids and (
+                job.state == S.CREATED.value or (job.state == S.ASSIGNED.value and job.driver_id in loading)):
+            # Pinned: by a dispatcher (created + driver), or because it is on the list of a van
+            # that may be loading it right now (empty, or near its depot): moving it then made
+            # pickup scans fail (the simulator found 28 refused scans in 8 minutes). A van out
+            # delivering has not loaded its next wave yet, so a re-plan may hand that wave's
+            # parcels to an idle van (within the churn bound): pinning them all let a few vans
+            # queue the whole backlog while the rest stood idle (5 of 15 vans drove in an hour).
             allowed = frozenset({str(job.driver_id)})
         elif job.depot_id is not None and len(snap.depots) > 1:
             allowed = frozenset(v for v, d in van_depot.items() if d == job.depot_id)  # loaded at its own depot
@@ -238,7 +245,8 @@ def build_problem(snap: Snapshot, settings: Settings, model) -> tuple[Problem, l
     lat = np.array([p[0] for p in points])
     lng = np.array([p[1] for p in points])
     time_s, dist_m = model.matrix(lat, lng)
-    return Problem(duration_s=time_s, distance_m=dist_m, vehicles=vehicles, jobs=jobs, name=settings.dispatch_region), points
+    return Problem(duration_s=time_s, distance_m=dist_m, vehicles=vehicles, jobs=jobs, name=settings.dispatch_region,
+                   wait_cost=settings.dispatch_wait_cost), points
 
 
 def previous_solution(problem: Problem, snap: Snapshot) -> Solution | None:

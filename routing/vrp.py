@@ -175,12 +175,11 @@ def _resequence(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: in
         if len(seq) < 3:
             continue
         ids = list(dict.fromkeys(j.id for j, _ in seq))
-        sub = Problem(rp.duration_s, rp.distance_m, [vehicles[vid]], [jobs[i] for i in ids], name=rp.name)
+        sub = dataclasses.replace(rp, vehicles=[vehicles[vid]], jobs=[jobs[i] for i in ids])
         share = min(left, budget_s * len(seq) / total)
         try:
-            new = vrp_pyvrp.solve(
-                problem=sub, job_ids=ids, prizes={i: prizes[i] for i in ids if i in prizes},
-                time_limit_s=share, seed=seed, warm={vid: [(j.id, k) for j, k in seq]},
+            new = _sub_solve(
+                sub, ids, {i: prizes[i] for i in ids if i in prizes}, share, seed, {vid: [(j.id, k) for j, k in seq]}
             )
         except vrp_pyvrp.Unsupported:
             continue
@@ -189,14 +188,25 @@ def _resequence(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: in
     return out
 
 
+def _sub_solve(sub: Problem, ids: list[str], prizes: dict, time_limit_s: float, seed: int, warm: dict) -> dict:
+    """One small sub-problem: PyVRP for distance alone, OR-Tools when waiting has a cost
+    (PyVRP has no per-stop time cost: its duration cost is per route, which does not
+    tell a long queue from several short ones)."""
+    if sub.wait_cost > 0:
+        return vrp_ortools.solve(problem=sub, job_ids=ids, prizes=prizes, time_limit_s=time_limit_s, seed=seed, warm=warm)
+    return vrp_pyvrp.solve(problem=sub, job_ids=ids, prizes=prizes, time_limit_s=time_limit_s, seed=seed, warm=warm)
+
+
 def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, max_churn: float, before: dict) -> dict:
     """Improve the warm plan a few neighbouring routes at a time, keeping churn <= max_churn.
 
     Decomposition (POPMUSIC-style): pick a route, add the three whose medoid stops are
     nearest, let PyVRP re-plan just those vehicles and jobs from their current routes,
-    and keep the result if it is shorter, serves as many jobs and the whole plan's
-    churn (against `before`) stays within the bound. Each sub-problem is small
-    (~40-80 stops), so PyVRP's fixed costs stay a few milliseconds.
+    and keep the result if it is cheaper (`_plan_cost`), serves as many jobs and the whole
+    plan's churn (against `before`) stays within the bound. Each sub-problem is small
+    (~40-80 stops), so PyVRP's fixed costs stay a few milliseconds. When waiting has a
+    cost, the two vehicles with nothing to do whose start is nearest join the group: an
+    idle van can only take work over if some sub-problem contains it.
     """
     import random
 
@@ -215,9 +225,11 @@ def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, 
         now = {j.id: vid for vid, seq in plan.items() for j, _ in seq}
         return sum(1 for j in shared if now.get(j, before[j]) != before[j]) / max(len(shared), 1)
 
+    idle_ok = rp.wait_cost > 0
     while time.perf_counter() < deadline - 0.01:
         routes = [vid for vid, seq in seqs.items() if seq]
-        if len(routes) < 2:
+        idle = [vid for vid in vehicles if not seqs.get(vid)] if idle_ok else []
+        if len(routes) + min(len(idle), 1) < 2:
             break
         medoid = {}
         for vid in routes:
@@ -225,15 +237,17 @@ def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, 
             medoid[vid] = int(locs[np.argmin(dist[np.ix_(locs, locs)].sum(axis=1))])
         pivot = rng.choice(routes)
         near = sorted(routes, key=lambda v: dist[medoid[pivot], medoid[v]] + dist[medoid[v], medoid[pivot]])[:4]
-        group = {vid: seqs[vid] for vid in near}
+        m = medoid[pivot]
+        near += sorted(idle, key=lambda v: dist[vehicles[v].start_location, m])[:2]
+        group = {vid: seqs.get(vid, []) for vid in near}
         ids = list(dict.fromkeys(j.id for seq in group.values() for j, _ in seq))
-        sub = Problem(rp.duration_s, rp.distance_m, [vehicles[v] for v in near], [jobs[i] for i in ids], name=rp.name)
+        sub = dataclasses.replace(rp, vehicles=[vehicles[v] for v in near], jobs=[jobs[i] for i in ids])
         left = deadline - time.perf_counter()
         try:
-            new = vrp_pyvrp.solve(
-                problem=sub, job_ids=ids, prizes={i: prizes[i] for i in ids if i in prizes},
-                time_limit_s=min(left, max(0.05, 0.004 * len(ids))), seed=rng.randrange(1 << 30),
-                warm={v: [(j.id, k) for j, k in seq] for v, seq in group.items()},
+            new = _sub_solve(
+                sub, ids, {i: prizes[i] for i in ids if i in prizes},
+                min(left, max(0.05, 0.004 * len(ids))), rng.randrange(1 << 30),
+                {v: [(j.id, k) for j, k in seq] for v, seq in group.items() if seq},
             )
         except vrp_pyvrp.Unsupported:
             break
@@ -242,7 +256,7 @@ def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, 
         trial = dict(seqs)
         for vid in near:
             trial[vid] = new.get(vid, [])
-        if _plan_distance(rp, trial) < _plan_distance(rp, seqs) - 1e-9 and churn_of(trial) <= max_churn + 1e-12:
+        if _plan_cost(rp, trial) < _plan_cost(rp, seqs) - 1e-9 and churn_of(trial) <= max_churn + 1e-12:
             seqs = trial
     return {vid: seq for vid, seq in seqs.items() if seq}
 
@@ -258,10 +272,11 @@ def _warm_with_insertions(rp: Problem, warm: dict, plan_ids: list[str], deadline
     vehicles = {v.id: v for v in rp.vehicles}
     seqs = {vid: [(jobs[jid], kind) for jid, kind in seq] for vid, seq in warm.items() if vid in vehicles}
     placed = {jid for seq in warm.values() for jid, _ in seq}
+    cache: dict = {}
     for jid in sorted((j for j in plan_ids if j not in placed), key=lambda j: -jobs[j].priority):
         if time.perf_counter() > deadline:
             break
-        _insert_one(rp, vehicles, seqs, jobs[jid], deadline)
+        _insert_one(rp, vehicles, seqs, jobs[jid], deadline, cache)
     return {vid: [(j.id, k) for j, k in seq] for vid, seq in seqs.items()}
 
 
@@ -270,7 +285,8 @@ def _search(rp, plan_ids, prizes, budget_s, seed, warm, engine):
     t0 = time.perf_counter()
     n_stops = sum(len(j.stops()) for j in rp.jobs)
     greedy = None
-    uses_pyvrp = engine != "ortools"  # with breaks too: PyVRP solves the relaxation
+    # With breaks too: PyVRP solves the relaxation. Not with a waiting cost (no per-stop time cost in PyVRP).
+    uses_pyvrp = engine != "ortools" and rp.wait_cost == 0
     construction_s = _construction_s(n_stops)
     if warm and uses_pyvrp and budget_s < construction_s:
         # Even warm, PyVRP has fixed costs it cannot interrupt on the whole problem
@@ -413,11 +429,24 @@ def _plan_distance(rp: Problem, seqs: dict) -> float:
     return total
 
 
+def _plan_cost(rp: Problem, seqs: dict) -> float:
+    """What the search minimises: distance, plus `wait_cost` × every stop's service start
+    (earliest-start timing, as the engines see it) when waiting has a cost."""
+    total = _plan_distance(rp, seqs)
+    if rp.wait_cost > 0:
+        vehicles = {v.id: v for v in rp.vehicles}
+        for vid, seq in seqs.items():
+            if seq:
+                sched = schedule_route(problem=rp, vehicle=vehicles[vid], sequence=list(seq), shift_start=False)
+                total += rp.wait_cost * sum(v.start_s for v in sched.visits)
+    return total
+
+
 def _better(rp: Problem, a: dict, b: dict) -> dict:
-    """The plan serving more stops, then the shorter one (arc sums; re-timing comes later)."""
+    """The plan serving more stops, then the cheaper one (`_plan_cost`; re-timing comes later)."""
 
     def key(seqs):
-        return (-sum(len(s) for s in seqs.values()), _plan_distance(rp, seqs))
+        return (-sum(len(s) for s in seqs.values()), _plan_cost(rp, seqs))
 
     return b if b and key(b) < key(a) else a
 
@@ -607,7 +636,8 @@ def insert(problem: Problem, *, plan: Solution, time_limit_s: float = 0.2) -> So
     """Add every job of `problem` missing from `plan`'s routes by cheapest feasible insertion.
 
     Existing routes keep their order (fixed prefixes included); each new job goes
-    where it adds the least distance while every route stays feasible. Jobs that fit
+    where it adds the least distance (plus waiting, when `Problem.wait_cost` > 0) while
+    every route stays feasible. Jobs that fit
     nowhere come back unassigned with a reason. Call `solve(problem, previous=...)`
     afterwards to improve the plan in the background.
     """
@@ -639,6 +669,7 @@ def insert(problem: Problem, *, plan: Solution, time_limit_s: float = 0.2) -> So
             np.array([v.max_duration_s for v in veh], dtype=float),
         )
         ids = set(vehicles)
+        cache: dict = {}
         for job in new:
             if time.perf_counter() > deadline - 0.01:
                 reasons[job.id] = "not inserted: insertion time limit reached"
@@ -647,18 +678,40 @@ def insert(problem: Problem, *, plan: Solution, time_limit_s: float = 0.2) -> So
             if reason:
                 reasons[job.id] = reason
                 continue
-            if not _insert_one(rp, vehicles, seqs, job, deadline):
+            if not _insert_one(rp, vehicles, seqs, job, deadline, cache):
                 reasons[job.id] = "no feasible position in the current plan (try a full re-optimisation)"
     return _assemble(problem, reduced, seqs, reasons, "insertion", plan, t_start)
 
 
-def _insert_one(rp: Problem, vehicles: dict[str, Vehicle], seqs: dict, job: Job, deadline: float) -> bool:
+def _departures(rp: Problem, v: Vehicle, seq: list, cache: dict | None) -> np.ndarray:
+    """Departure time from the start and from each stop of `seq` (earliest-start timing),
+    cached per vehicle while its sequence object is unchanged (insertion replaces the list)."""
+    hit = cache.get(v.id) if cache is not None else None
+    if hit is not None and hit[0] is seq:
+        return hit[1]
+    deps = [v.shift_s[0]]
+    if seq:
+        deps += [x.departure_s for x in schedule_route(problem=rp, vehicle=v, sequence=list(seq), shift_start=False).visits]
+    out = np.array(deps, dtype=float)
+    if cache is not None:
+        cache[v.id] = (seq, out)
+    return out
+
+
+def _insert_one(rp: Problem, vehicles: dict[str, Vehicle], seqs: dict, job: Job, deadline: float,
+                cache: dict | None = None) -> bool:
     """Cheapest feasible insertion of one job; mutates `seqs`. Candidates are ranked by
     added distance (vectorised), then re-timed in that order until one is feasible —
-    exact feasibility for the price of usually one or two route simulations."""
+    exact feasibility for the price of usually one or two route simulations.
+
+    With a waiting cost, a single-stop job's candidates are ranked by added distance plus
+    `wait_cost` × (its own service start + the delay it pushes onto every later stop),
+    estimated from the route's current departures (waiting slack ignored): the end of a
+    long queue then costs what it costs the customers in it."""
     dist = rp.distance_m
     cands: list[tuple[float, str, int, int]] = []
     stops = job.stops()
+    wait = rp.wait_cost
     for vid, v in vehicles.items():
         if not compatible(job, v):
             continue
@@ -672,6 +725,14 @@ def _insert_one(rp: Problem, vehicles: dict[str, Vehicle], seqs: dict, job: Job,
         if len(stops) == 1:
             x = stops[0][1].location
             delta = dist[locs_arr, x] + np.where(has_next, dist[x, nxt_safe], 0.0) - old
+            if wait > 0:
+                dur = rp.duration_s
+                stop = stops[0][1]
+                dep = _departures(rp, v, seq, cache)
+                start_x = np.maximum(dep + dur[locs_arr, x], stop.time_window_s[0])
+                pushed = np.where(has_next, start_x + stop.service_s + dur[x, nxt_safe] - dep - dur[locs_arr, nxt_safe], 0.0)
+                after = len(seq) - np.arange(len(locs))
+                delta = delta + wait * (start_x + after * np.maximum(pushed, 0.0))
             for pos in np.argsort(delta)[:8]:
                 cands.append((float(delta[pos]), vid, int(pos), -1))
         else:

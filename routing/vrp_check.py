@@ -57,6 +57,8 @@ def validate(problem: Problem) -> None:
         raise ProblemError("matrices contain negative travel times or distances")
     if not problem.vehicles:
         raise ProblemError("the problem has no vehicles: nothing can be planned")
+    if not isinstance(problem.wait_cost, (int, float)) or not math.isfinite(problem.wait_cost) or problem.wait_cost < 0:
+        raise ProblemError(f"wait_cost must be a finite number >= 0, got {problem.wait_cost!r}")
     n_loc = dur.shape[0]
     n_dims = problem.n_dims
 
@@ -224,7 +226,7 @@ def reduce_prefixes(problem: Problem) -> Reduced:
                 dataclasses.replace(job, pickup=None, vehicles=frozenset({owner[job.id]}), skills=frozenset())
             )
             converted.add(job.id)
-    reduced = Problem(dur, dist, vehicles, remaining, name=problem.name)
+    reduced = Problem(dur, dist, vehicles, remaining, name=problem.name, wait_cost=problem.wait_cost)
     return Reduced(reduced, problem, prefix_visits, prefix_distance, route_start, converted)
 
 

@@ -126,13 +126,20 @@ class Vehicle:
 
 @dataclass(slots=True)
 class Problem:
-    """Matrices plus the fleet and the jobs. `duration_s[i, j]` is travel time i→j."""
+    """Matrices plus the fleet and the jobs. `duration_s[i, j]` is travel time i→j.
+
+    `wait_cost`: what one second until a stop is served costs, in metres of driving; the
+    objective then adds `wait_cost` × the sum of service starts over all stops. 0 (the
+    default) is the classic distance-only VRP (the benchmarks' objective). Dispatch sets it:
+    distance alone made one van with a long queue look cheaper than an idle van next door.
+    """
 
     duration_s: np.ndarray
     distance_m: np.ndarray
     vehicles: list[Vehicle]
     jobs: list[Job]
     name: str = ""
+    wait_cost: float = 0.0
 
     @property
     def n_dims(self) -> int:

@@ -10,6 +10,8 @@ forced (docs/vrp.md):
   larger than Solomon's to find any solution at all (data/README.md);
 - every job sits in a disjunction with a large penalty, so an overfull problem still
   yields a plan and the rest comes back as unassigned rather than "no solution";
+- a waiting cost (`Problem.wait_cost`) is a soft upper bound of 0 on every stop's time,
+  i.e. weight × service start added to the objective;
 - loads: a single dimension is exact when a route only loads (deliveries from the
   start) or only loads-then-unloads (pickups, pairs). When delivery-only jobs share
   a route with pickups, the load at the start must equal the deliveries on that route:
@@ -92,6 +94,8 @@ def solve(
     def index(node: int) -> int:
         return manager.NodeToIndex(node)
 
+    # Costs are integers here: a fractional metres-per-second weight is rounded (at least 1).
+    wait_coeff = max(1, round(problem.wait_cost)) if problem.wait_cost > 0 else 0
     for i, (job, kind) in enumerate(stops):
         stop = job.pickup if kind == "pickup" else job.delivery
         early = max(0, math.ceil(stop.time_window_s[0] * SCALE - 1e-6))
@@ -100,6 +104,9 @@ def solve(
         if late_i < early:
             late_i = early  # the precheck already rejected empty windows; keep the model valid
         time_dim.CumulVar(index(i)).SetRange(early, late_i)
+        if wait_coeff:
+            # Waiting cost: coeff × (service start − 0) per stop, in the same scaled units as the arc costs.
+            time_dim.SetCumulVarSoftUpperBound(index(i), 0, wait_coeff)
     for v, veh in enumerate(vehicles):
         t0 = max(0, math.ceil(veh.shift_s[0] * SCALE - 1e-6))
         t1 = horizon if not math.isfinite(veh.shift_s[1]) else min(horizon, math.floor(veh.shift_s[1] * SCALE + 1e-6))

@@ -73,6 +73,8 @@ def solve(
     """
     if any(v.breaks for v in problem.vehicles):
         raise Unsupported("breaks")
+    if problem.wait_cost > 0:
+        raise Unsupported("a cost per second of waiting (PyVRP's duration cost is per route, not per stop)")
     deadline = Deadline(time_limit_s)  # the budget includes building the model below
     jobs = {j.id: j for j in problem.jobs}
     plan = [jobs[i] for i in job_ids]
