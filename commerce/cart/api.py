@@ -7,9 +7,9 @@ from fastapi import APIRouter
 from commerce import money
 from commerce.cart import service
 from commerce.cart.schemas import CartCreate, LineSet, Merge
-from commerce.deps import CartToken
+from commerce.deps import AppSettings, CartToken
 from core.rbac import Permission
-from serena.deps import Db, Principal, SettingsDep, require
+from serena.deps import Db, Principal, require
 
 router = APIRouter(prefix="/v1/cart", tags=["cart"])
 
@@ -19,16 +19,17 @@ def _user(principal: Principal):
 
 
 @router.post("", status_code=201)
-async def create(body: CartCreate, db: Db, settings: SettingsDep, principal: Principal = require(Permission.PUBLIC)):
+async def create(body: CartCreate, db: Db, settings: AppSettings, principal: Principal = require(Permission.PUBLIC)):
     """A new guest cart (or the signed-in customer's cart); keep `token` and send it as X-Cart-Token."""
     cur = money.check_currency(body.currency or settings.commerce_currency)
-    cart = (await service.for_user(db=db, user_id=principal.user_id, currency=cur) if not principal.anonymous
-            else await service.create(db=db, currency=cur))
+    if principal.anonymous:  # a new guest cart has no lines: no need to ask the database what is in it
+        return money.plain(service.empty_view(await service.create(db=db, currency=cur)))
+    cart = await service.for_user(db=db, user_id=principal.user_id, currency=cur)
     return money.plain(await service.view(db=db, cart=cart))
 
 
 @router.get("")
-async def show(db: Db, settings: SettingsDep, x_cart_token: CartToken = None,
+async def show(db: Db, settings: AppSettings, x_cart_token: CartToken = None,
                principal: Principal = require(Permission.PUBLIC)):
     """The cart priced now."""
     cart = await service.resolve(db=db, user_id=_user(principal), token=x_cart_token, currency=settings.commerce_currency,
@@ -37,7 +38,7 @@ async def show(db: Db, settings: SettingsDep, x_cart_token: CartToken = None,
 
 
 @router.put("/lines/{variant_id}")
-async def set_line(variant_id: int, body: LineSet, db: Db, settings: SettingsDep, x_cart_token: CartToken = None,
+async def set_line(variant_id: int, body: LineSet, db: Db, settings: AppSettings, x_cart_token: CartToken = None,
                    principal: Principal = require(Permission.PUBLIC)):
     """Set a line's quantity (0 removes it)."""
     cart = await service.resolve(db=db, user_id=_user(principal), token=x_cart_token, currency=settings.commerce_currency,

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from commerce import money
 from commerce.cart.models import Cart, CartLine
-from commerce.catalog.models import Product, Variant, VariantPrice
 from core.errors import NotFound, ValidationFailed
 
 MAX_LINE_QUANTITY = 99
@@ -72,23 +71,40 @@ async def resolve(*, db: AsyncSession, user_id: uuid.UUID | None, token: str | N
     return await create(db=db, currency=currency)
 
 
+# Set a line in ONE statement: the variant must be on sale in the cart's currency (no row from
+# `on_sale`: nothing is inserted and the caller answers 404), the line is upserted and the cart
+# touched. It was three statements and a flush (check, upsert, UPDATE carts) on the buyer's hot path;
+# data-modifying WITH parts run once and to completion whether or not the outer SELECT reads them.
+_SET_LINE = text("""
+    WITH on_sale AS (
+        SELECT v.id FROM product_variants v
+        JOIN products p ON p.id = v.product_id
+        JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = :cur
+        WHERE v.id = CAST(:variant AS integer) AND v.active AND p.published
+    ), line AS (
+        INSERT INTO cart_lines (cart_id, variant_id, quantity) SELECT CAST(:cart AS uuid), id, CAST(:qty AS integer) FROM on_sale
+        ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = EXCLUDED.quantity
+        RETURNING variant_id
+    ), touched AS (
+        UPDATE carts SET updated_at = now() WHERE id = CAST(:cart AS uuid) AND EXISTS (SELECT 1 FROM line) RETURNING id
+    )
+    SELECT variant_id FROM line
+""")
+
+
 async def set_line(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int) -> None:
     """Set a line's quantity (0 removes it); the variant must be on sale in the cart's currency."""
     if quantity < 0 or quantity > MAX_LINE_QUANTITY:
         raise ValidationFailed(f"quantity must be between 0 and {MAX_LINE_QUANTITY}")
     if quantity == 0:
         await db.execute(delete(CartLine).where(CartLine.cart_id == cart.id, CartLine.variant_id == variant_id))
-    else:
-        ok = (await db.execute(
-            select(Variant.id).join(Product, Product.id == Variant.product_id)
-            .join(VariantPrice, (VariantPrice.variant_id == Variant.id) & (VariantPrice.currency == cart.currency))
-            .where(Variant.id == variant_id, Variant.active, Product.published))).first()
-        if ok is None:
-            raise NotFound(f"variant {variant_id} is not on sale in {cart.currency}")
-        await db.execute(insert(CartLine).values(cart_id=cart.id, variant_id=variant_id, quantity=quantity)
-                         .on_conflict_do_update(index_elements=["cart_id", "variant_id"], set_={"quantity": quantity}))
-    cart.updated_at = datetime.now(UTC)
-    await db.flush()
+        cart.updated_at = datetime.now(UTC)
+        await db.flush()
+        return
+    row = (await db.execute(_SET_LINE, {"cart": cart.id, "variant": variant_id, "qty": quantity,
+                                        "cur": cart.currency})).first()
+    if row is None:
+        raise NotFound(f"variant {variant_id} is not on sale in {cart.currency}")
 
 
 async def add(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int = 1) -> None:
@@ -96,6 +112,11 @@ async def add(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int = 
     current = (await db.execute(select(CartLine.quantity).where(CartLine.cart_id == cart.id,
                                                                 CartLine.variant_id == variant_id))).scalar() or 0
     await set_line(db=db, cart=cart, variant_id=variant_id, quantity=min(current + quantity, MAX_LINE_QUANTITY))
+
+
+def empty_view(cart: Cart) -> dict[str, Any]:
+    """`view` of a cart known to have no lines (one just created): the same answer without the query."""
+    return {"token": cart.token, "currency": cart.currency, "lines": [], "goods_total": Decimal("0"), "items": 0}
 
 
 async def view(*, db: AsyncSession, cart: Cart) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from commerce import money
 from commerce.catalog import cache, service
 from commerce.loyalty import service as loyalty
 from commerce.catalog.schemas import parse_filters
+from commerce.deps import AppSettings
 from core.rbac import Permission
-from serena.deps import Principal, SettingsDep, require
+from serena.deps import Principal, require
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 
@@ -41,7 +42,7 @@ async def categories(request: Request, _=require(Permission.PUBLIC)):
 
 
 @router.get("/search")
-async def search(request: Request, settings: SettingsDep, q: str = "", category: str | None = None, f: Annotated[list[str], Query()] = [],  # noqa: B006
+async def search(request: Request, settings: AppSettings, q: str = "", category: str | None = None, f: Annotated[list[str], Query()] = [],  # noqa: B006
                  currency: str = "EUR", price_min: Decimal | None = None, price_max: Decimal | None = None,
                  sort: str = "relevance", page: Annotated[int, Query(ge=1)] = 1,
                  per_page: Annotated[int, Query(ge=1, le=100)] = 24, principal: Principal = require(Permission.PUBLIC)):
@@ -72,7 +73,7 @@ async def search(request: Request, settings: SettingsDep, q: str = "", category:
 
 
 @router.get("/products/{slug}")
-async def product(request: Request, slug: str, settings: SettingsDep, currency: str = "EUR", _=require(Permission.PUBLIC)):
+async def product(request: Request, slug: str, settings: AppSettings, currency: str = "EUR", _=require(Permission.PUBLIC)):
     """A product with its variants (price in `currency`, units in stock), images and breadcrumb."""
     async def render():
         async with _session(request) as db:

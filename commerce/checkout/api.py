@@ -11,17 +11,17 @@ from fastapi.responses import JSONResponse
 from commerce import money
 from commerce.checkout import delivery, service
 from commerce.checkout.schemas import CheckoutIn, QuoteIn
-from commerce.deps import CartToken, Provider
+from commerce.deps import AppSettings, CartToken, Provider
 from commerce.orders import service as orders
 from commerce.payments import service as payments
 from core.rbac import Permission
-from serena.deps import Db, Principal, SettingsDep, require
+from serena.deps import Db, Principal, require
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"])
 
 
 @router.post("/quote")
-async def quote(body: QuoteIn, db: Db, settings: SettingsDep, _=require(Permission.PUBLIC)):
+async def quote(body: QuoteIn, db: Db, settings: AppSettings, _=require(Permission.PUBLIC)):
     """Is the address served, from which depot, at what fee, in which windows (422 outside every zone)."""
     q = await delivery.quote(db=db, settings=settings, lat=body.lat, lng=body.lng,
                              currency=body.currency or settings.commerce_currency, now=datetime.now(UTC))
@@ -33,7 +33,7 @@ async def quote(body: QuoteIn, db: Db, settings: SettingsDep, _=require(Permissi
 
 
 @router.post("", status_code=201)
-async def checkout(body: CheckoutIn, request: Request, settings: SettingsDep, provider: Provider,
+async def checkout(body: CheckoutIn, request: Request, settings: AppSettings, provider: Provider,
                    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
                    x_cart_token: CartToken = None, principal: Principal = require(Permission.PUBLIC)):
     """Place the order and take the payment. Send an Idempotency-Key: a retry with it never charges twice.
@@ -49,8 +49,8 @@ async def checkout(body: CheckoutIn, request: Request, settings: SettingsDep, pr
         user_id=None if principal.anonymous else principal.user_id, coupon=body.coupon, points=body.points,
         expected_total=body.expected_total)
     result = await service.checkout(sessions=request.app.state.sessions, settings=settings, provider=provider, req=req)
-    async with request.app.state.sessions() as db:
-        view = await orders.view(db=db, order=result.order)
+    async with request.app.state.sessions() as db:  # the order as the payment left it, read once for the answer
+        view = await orders.view(db=db, order=await orders.get(db=db, order_id=result.order.id))
     if result.declined:
         return JSONResponse({"error": "payment_declined", "detail": result.declined, "order": view}, status_code=402)
     return JSONResponse(view, status_code=201 if result.created else 200)

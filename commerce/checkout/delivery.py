@@ -48,6 +48,10 @@ class OutsideDeliveryArea(SerenaError):
     code = "outside_delivery_area"
 
 
+class NoDepot(OutsideDeliveryArea):
+    """The address is in a zone, but no depot can serve it (with `stocked`: none holds all of those items)."""
+
+
 def set_road_graph(graph: Any) -> None:
     """Use this compiled road graph for quote distances (None: back to the haversine estimate)."""
     global _road_graph
@@ -199,17 +203,52 @@ def open_windows(settings: Settings, now: datetime) -> list[Window]:
     return out
 
 
+# The zone covering the point and the nearest depot (holding every (variant, qty) of `stocked`
+# when given) in ONE statement: a quote and a checkout each made two round trips for these.
+_ZONE_AND_DEPOT = """
+    SELECT z.id AS zone_id, z.code AS zone_code, z.name AS zone_name, z.base_fee, z.currency,
+           d.id AS depot_id, d.name AS depot_name, d.lat AS depot_lat, d.lng AS depot_lng
+    FROM (SELECT ST_SetSRID(ST_MakePoint(:lng, :lat), 4326) AS pt) p
+    LEFT JOIN LATERAL (
+        SELECT id, code, name, base_fee, currency FROM service_zones
+        WHERE active AND kind = 'delivery' AND ST_Covers(area, p.pt)
+        ORDER BY base_fee::numeric, id LIMIT 1) z ON true
+    LEFT JOIN LATERAL (
+        SELECT d.id, d.name, ST_Y(d.location) AS lat, ST_X(d.location) AS lng FROM depots d {cond}
+        ORDER BY d.location <-> p.pt, d.id LIMIT 1) d ON true
+"""
+
+
+async def zone_and_depot(*, db: AsyncSession, lat: float, lng: float,
+                         stocked: list[tuple[int, int]] | None = None) -> tuple[Zone, Depot]:
+    """The delivery zone covering (lat, lng) and the depot that serves it; OutsideDeliveryArea, or NoDepot."""
+    check_point(lat, lng)
+    cond = ""
+    params: dict[str, Any] = {"lat": lat, "lng": lng}
+    if stocked:
+        cond = """WHERE NOT EXISTS (
+            SELECT 1 FROM unnest(CAST(:vids AS int[]), CAST(:qtys AS int[])) AS l(v, q)
+            WHERE NOT EXISTS (SELECT 1 FROM stock s WHERE s.variant_id = l.v AND s.depot_id = d.id AND s.quantity >= l.q))"""
+        params["vids"] = [v for v, _ in stocked]
+        params["qtys"] = [q for _, q in stocked]
+    row = (await db.execute(text(_ZONE_AND_DEPOT.format(cond=cond)), params)).one()
+    if row.zone_id is None:
+        raise OutsideDeliveryArea(f"we do not deliver to {lat:.5f}, {lng:.5f} yet: the address is outside every delivery zone")
+    if row.depot_id is None:
+        raise NoDepot("no depot can serve this address" + (" with these items in stock" if stocked else ""))
+    return (Zone(row.zone_id, row.zone_code, row.zone_name, Decimal(row.base_fee), row.currency),
+            Depot(row.depot_id, row.depot_name, row.depot_lat, row.depot_lng))
+
+
 async def quote(*, db: AsyncSession, settings: Settings, lat: float, lng: float, currency: str, now: datetime,
-                stocked: list[tuple[int, int]] | None = None, zone: Zone | None = None) -> Quote:
+                stocked: list[tuple[int, int]] | None = None) -> Quote:
     """Serviceability, pickup depot, distance, fee (zone base + per km) and open windows for an address.
 
-    `zone`: the address's zone when the caller already looked it up (checkout does, first), saving the PostGIS query.
+    OutsideDeliveryArea when no zone covers the address (checked first, before stock); NoDepot (a
+    subclass) when no depot can serve it — with `stocked`, none that holds all of those items.
     """
     cur = money.check_currency(currency)
-    zone = zone or await zone_for(db=db, lat=lat, lng=lng)
-    depot = await nearest_depot(db=db, lat=lat, lng=lng, stocked=stocked)
-    if depot is None:
-        raise OutsideDeliveryArea("no depot can serve this address" + (" with these items in stock" if stocked else ""))
+    zone, depot = await zone_and_depot(db=db, lat=lat, lng=lng, stocked=stocked)
     distance_m, source = await road_distance_m(settings, depot, lat, lng)
     fee_zone = zone.base_fee + Decimal(settings.commerce_fee_per_km) * Decimal(distance_m) / Decimal(1000)
     fee = convert_fee(settings, fee_zone, zone.currency, cur)

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -127,28 +127,55 @@ async def _priced_lines(db: AsyncSession, cart: Cart) -> list[dict[str, Any]]:
 
 async def tax_rate(*, db: AsyncSession, country: str, region: str, tax_class: str) -> Decimal:
     """The VAT rate for a destination and tax class (the region's own rate, else the country's)."""
-    row = (await db.execute(text("""
-        SELECT rate FROM tax_rates WHERE country = :c AND tax_class = :k AND region IN (:r, '')
-        ORDER BY region DESC LIMIT 1
-    """), {"c": country.upper(), "k": tax_class, "r": region})).first()
-    if row is None:
-        raise ValidationFailed(f"we cannot sell {tax_class!r} goods to {country.upper()}: no tax rate is configured")
-    return Decimal(row.rate)
+    return (await tax_rates(db=db, country=country, region=region, tax_classes=[tax_class]))[tax_class]
 
 
-async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequest, now: datetime) -> Order:
-    """Create the order from the cart in the caller's transaction: priced, zone-checked, stock reserved."""
+async def tax_rates(*, db: AsyncSession, country: str, region: str, tax_classes: list[str]) -> dict[str, Decimal]:
+    """The VAT rate of each tax class for a destination, in one query; ValidationFailed if one has none."""
+    wanted = sorted(set(tax_classes))
+    rows = (await db.execute(text("""
+        SELECT DISTINCT ON (tax_class) tax_class, rate FROM tax_rates
+        WHERE country = :c AND tax_class = ANY(CAST(:k AS text[])) AND region IN (:r, '')
+        ORDER BY tax_class, region DESC
+    """), {"c": country.upper(), "k": wanted, "r": region})).all()
+    found = {r.tax_class: Decimal(r.rate) for r in rows}
+    for k in wanted:
+        if k not in found:
+            raise ValidationFailed(f"we cannot sell {k!r} goods to {country.upper()}: no tax rate is configured")
+    return found
+
+
+async def _claim_cart(*, db: AsyncSession, settings: Settings, req: CheckoutRequest) -> Cart:
+    """The request's open cart, locked for this checkout; a guest's is also marked ordered in the same statement.
+
+    A guest cart is claimed with `UPDATE ... SET status = 'ordered' WHERE status = 'open' RETURNING`
+    (one round trip where a SELECT ... FOR UPDATE and a later UPDATE were two); if the checkout
+    fails, the transaction rolls back and the cart is open again.
+    """
+    if req.user_id is not None:
+        cart = await carts.for_user(db=db, user_id=req.user_id, currency=settings.commerce_currency)
+        return (await db.execute(select(Cart).where(Cart.id == cart.id).with_for_update())).scalar_one()
+    if not req.cart_token:
+        raise ValidationFailed("a guest checkout needs the cart token")
+    cart = (await db.execute(update(Cart).where(Cart.token == req.cart_token, Cart.status == "open")
+                             .values(status="ordered").returning(Cart)
+                             .execution_options(synchronize_session=False))).scalar_one_or_none()
+    if cart is None:
+        raise NotFound("cart not found (unknown token, or it became an order)")
+    return cart
+
+
+async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequest,
+                      now: datetime) -> tuple[Order, PaymentTransaction]:
+    """Create the order from the cart in the caller's transaction: priced, zone-checked, stock reserved.
+
+    Returns the order and its payment transaction (for a card: already claimed by this request, SUBMITTING).
+    """
     if req.payment_method not in tuple(PaymentMethod):
         raise ValidationFailed(f"payment method must be one of {', '.join(PaymentMethod)}")
     if req.payment_method == PaymentMethod.CARD and not req.payment_method_id:
         raise ValidationFailed("a card payment needs payment_method_id (the token the payment form created)")
-    if req.user_id is not None:
-        cart = await carts.for_user(db=db, user_id=req.user_id, currency=settings.commerce_currency)
-        cart = (await db.execute(select(Cart).where(Cart.id == cart.id).with_for_update())).scalar_one()
-    elif req.cart_token:
-        cart = await carts.by_token(db=db, token=req.cart_token, lock=True)
-    else:
-        raise ValidationFailed("a guest checkout needs the cart token")
+    cart = await _claim_cart(db=db, settings=settings, req=req)
     if cart.user_id is not None and cart.user_id != req.user_id:
         raise NotFound("cart not found")
     lines = await _priced_lines(db, cart)
@@ -157,13 +184,13 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
     if req.points and req.user_id is None:
         raise ValidationFailed("loyalty points need a signed-in customer")
 
-    # Serviceability first, so an address we cannot reach is refused before stock or payment.
-    zone = await delivery.zone_for(db=db, lat=req.lat, lng=req.lng)
+    # Serviceability first (the zone), so an address we cannot reach is refused as such before
+    # stock or payment; then the nearest depot holding the whole cart (same query).
     wanted = [(ln["variant_id"], ln["quantity"]) for ln in lines]
     try:
         q = await delivery.quote(db=db, settings=settings, lat=req.lat, lng=req.lng, currency=cart.currency, now=now,
-                                 stocked=wanted, zone=zone)
-    except delivery.OutsideDeliveryArea:
+                                 stocked=wanted)
+    except delivery.NoDepot:
         raise OutOfStock("not enough stock for this cart at any depot serving the address") from None
     start = req.window_start if req.window_start.tzinfo else req.window_start.replace(tzinfo=UTC)  # naive = UTC
     window = next((w for w in q.windows if w.start == start.astimezone(UTC)), None)
@@ -171,13 +198,11 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
         raise ValidationFailed("that delivery window is closed or does not exist; choose one of the open windows")
 
     customer_key = str(req.user_id) if req.user_id else req.email.strip().lower()
-    rates = {}
-    priced = []
-    for ln in lines:
-        rate = rates.get(ln["tax_class"]) or await tax_rate(db=db, country=req.country, region=req.region,
-                                                            tax_class=ln["tax_class"])
-        rates[ln["tax_class"]] = rate
-        priced.append(pricing.LineIn(ln["variant_id"], ln["quantity"], Decimal(ln["amount"]), ln["includes_tax"], rate))
+    # Every line's class and "standard" (delivery is taxed at it) in one query.
+    rates = await tax_rates(db=db, country=req.country, region=req.region,
+                            tax_classes=[ln["tax_class"] for ln in lines] + ["standard"])
+    priced = [pricing.LineIn(ln["variant_id"], ln["quantity"], Decimal(ln["amount"]), ln["includes_tax"], rates[ln["tax_class"]])
+              for ln in lines]
     goods = sum((money.round_money(p.unit_price * p.quantity, cart.currency) for p in priced), Decimal("0"))
 
     applied = None
@@ -204,8 +229,7 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
     fee = Decimal("0") if free_delivery else q.fee
     totals = pricing.compute(currency=cart.currency, lines=priced, coupon_discount=coupon_discount,
                              points_discount=points_discount, delivery_fee=fee,
-                             delivery_tax_rate=rates.get("standard") or await tax_rate(db=db, country=req.country,
-                                                                                        region=req.region, tax_class="standard"))
+                             delivery_tax_rate=rates["standard"])
     if req.expected_total is not None and money.round_money(req.expected_total, cart.currency) != totals.total:
         raise PriceChanged(f"prices changed: the total is now {totals.total} {cart.currency}")
     if req.payment_method == PaymentMethod.CARD and totals.total <= 0:
@@ -233,14 +257,8 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
         checkout_key=req.checkout_key, request_hash=req.fingerprint(), cart_id=cart.id,
         tracking_token=secrets.token_urlsafe(18),
     )
-    db.add(order)
-    await db.flush()
-    for out in totals.lines:
-        ln = by_variant[out.variant_id]
-        db.add(OrderLine(order_id=order.id, variant_id=out.variant_id, sku=ln["sku"], name=ln["name"], quantity=out.quantity,
-                         unit_price=out.unit_price, prices_include_tax=out.includes_tax, tax_rate=out.tax_rate,
-                         discount=out.discount, net=out.net, tax=out.tax, gross=out.gross,
-                         weight_kg=Decimal(ln["weight_kg"]), volume_l=Decimal(ln["volume_l"])))
+    # Stock first: conditional updates in variant-id order (see the module doc), before any row of
+    # the order exists, so the order's rows below go to the database in two flushes.
     for variant_id, qty in sorted(wanted):
         took = (await db.execute(text("""
             UPDATE stock SET quantity = quantity - :q
@@ -248,26 +266,39 @@ async def place_order(*, db: AsyncSession, settings: Settings, req: CheckoutRequ
         """), {"q": qty, "v": variant_id, "d": q.depot.id})).first()
         if took is None:
             raise OutOfStock(f"{by_variant[variant_id]['sku']} just sold out")
+    db.add(order)
+    await db.flush()  # its number (a sequence default) is in the timeline entry below
+    for out in totals.lines:
+        ln = by_variant[out.variant_id]
+        db.add(OrderLine(order_id=order.id, variant_id=out.variant_id, sku=ln["sku"], name=ln["name"], quantity=out.quantity,
+                         unit_price=out.unit_price, prices_include_tax=out.includes_tax, tax_rate=out.tax_rate,
+                         discount=out.discount, net=out.net, tax=out.tax, gross=out.gross,
+                         weight_kg=Decimal(ln["weight_kg"]), volume_l=Decimal(ln["volume_l"])))
+    for variant_id, qty in sorted(wanted):
         db.add(StockReservation(order_id=order.id, variant_id=variant_id, depot_id=q.depot.id, quantity=qty))
     if applied:
         await promotions.redeem(db=db, applied=applied, order_id=order.id, customer_key=customer_key)
     if req.points and req.user_id is not None:
         await loyalty.redeem(db=db, user_id=req.user_id, order_id=order.id, points=req.points)
-    cart.status = "ordered"
+    cart.status = "ordered"  # a guest's cart already is (claimed so); a user's cart is updated here
     provider = {PaymentMethod.CARD: "stripe", PaymentMethod.CASH_ON_DELIVERY: "cash",
                 PaymentMethod.BANK_TRANSFER: "bank_transfer"}[PaymentMethod(req.payment_method)]
+    # A card payment is claimed for this request as it is created (SUBMITTING, see _pay_by_card): the
+    # request that places the order is the one that calls the provider, and a separate claim
+    # transaction would only confirm that. A retry that finds it SUBMITTING waits for this request's
+    # answer, or takes the claim over once it is CLAIM_STALE_S old (the request died).
     tx = PaymentTransaction(id=uuid.uuid4(), order_id=order.id, provider=provider, method=req.payment_method,
                             currency=order.currency, amount=order.total,
-                            status=TxStatus.CREATED if provider == "stripe" else TxStatus.PENDING_OFFLINE,
+                            status=TxStatus.SUBMITTING if provider == "stripe" else TxStatus.PENDING_OFFLINE,
                             idempotency_key=f"checkout:{req.checkout_key}")
     db.add(tx)
-    await db.flush()
     await orders.add_event(db, order.id, "placed", f"Order {order.number} placed", total=str(order.total),
                            currency=order.currency, payment=req.payment_method)
     if req.payment_method == PaymentMethod.CASH_ON_DELIVERY:
         # Nothing to wait for: the driver collects, so the order goes to dispatch now (payload says how much).
         await orders.hand_to_dispatch(db=db, order=order, now=now)
-    return order
+    await db.flush()
+    return order, tx
 
 
 def _key_lock(key: str) -> int:
@@ -280,25 +311,32 @@ async def _find(db: AsyncSession, key: str) -> Order | None:
 
 async def checkout(*, sessions: async_sessionmaker[AsyncSession], settings: Settings, provider: PaymentProvider,
                    req: CheckoutRequest, now: datetime | None = None) -> CheckoutResult:
-    """Place the order (or find the one this key already placed) and take the card payment."""
+    """Place the order (or find the one this key already placed) and take the card payment.
+
+    `result.order` is the order as placed or found, not re-read after the payment: read it again
+    (`orders.get`) to show its statuses.
+    """
     now = now or datetime.now(UTC)
     if not req.checkout_key or len(req.checkout_key) > 128:
         raise ValidationFailed("send an Idempotency-Key header of 1..128 characters")
     created = False
-    async with sessions() as db, db.begin():
-        # Same-key requests queue here until the first one commits, then find its order
-        # (without this they would queue on the cart's row lock and find the cart already ordered).
-        await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key_lock(req.checkout_key)})
-        order = await _find(db, req.checkout_key)
-        if order is None:
-            try:
-                async with db.begin_nested():
-                    order = await place_order(db=db, settings=settings, req=req, now=now)
+    claimed = None
+    try:
+        async with sessions() as db, db.begin():
+            # Same-key requests queue here until the first one commits, then find its order
+            # (without this they would queue on the cart's row lock and find the cart already ordered).
+            await db.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key_lock(req.checkout_key)})
+            order = await _find(db, req.checkout_key)
+            if order is None:
+                order, claimed = await place_order(db=db, settings=settings, req=req, now=now)
                 created = True
-            except IntegrityError as exc:
-                if "checkout_key" not in str(exc.orig):
-                    raise
-                order = None  # a concurrent request with the same key won; read its order below
+    except IntegrityError as exc:
+        # The advisory lock makes this unreachable for two requests with one key; kept so that, should
+        # it happen, the loser reads the winner's order instead of failing (no savepoint needed: the
+        # whole transaction rolled back and nothing of this request was written).
+        if "checkout_key" not in str(exc.orig):
+            raise
+        order, created, claimed = None, False, None
     if order is None:
         async with sessions() as db:
             order = await _find(db, req.checkout_key)
@@ -308,9 +346,8 @@ async def checkout(*, sessions: async_sessionmaker[AsyncSession], settings: Sett
         raise IdempotencyMismatch("this Idempotency-Key was used for a different checkout")
     declined = None
     if order.payment_method == PaymentMethod.CARD:
-        declined = await _pay_by_card(sessions=sessions, provider=provider, order_id=order.id, req=req, now=now)
-    async with sessions() as db:
-        order = await orders.get(db=db, order_id=order.id)
+        declined = await _pay_by_card(sessions=sessions, provider=provider, order_id=order.id, req=req, now=now,
+                                      claimed=claimed if claimed is not None and claimed.provider == provider.name else None)
     return CheckoutResult(order=order, created=created, declined=declined)
 
 
@@ -345,10 +382,11 @@ async def _claim(*, sessions: async_sessionmaker[AsyncSession], provider: Paymen
 
 
 async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, order_id: uuid.UUID,
-                       req: CheckoutRequest, now: datetime) -> str | None:
+                       req: CheckoutRequest, now: datetime, claimed: PaymentTransaction | None = None) -> str | None:
     """Take the card payment without holding a transaction (or a pooled connection) over the provider call.
 
-    1. claim (short transaction, the payment row locked only for it): CREATED -> SUBMITTING. A
+    1. claim (short transaction, the payment row locked only for it): CREATED -> SUBMITTING; `claimed`
+       is a transaction the caller's place_order created already SUBMITTING, so there is nothing to do. A
        same-key request that finds SUBMITTING waits (polling, no connection held) for the first
        one's answer instead of creating a second intent: localstripe ignores idempotency keys, so
        the claim is what makes one intent per order. A claim older than CLAIM_STALE_S (its request
@@ -361,6 +399,9 @@ async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: 
     """
     deadline = datetime.now(UTC).timestamp() + CLAIM_WAIT_S
     while True:
+        if claimed is not None:  # claimed when the order was placed, in the same transaction (place_order)
+            action, tx = "call", claimed
+            break
         action, tx = await _claim(sessions=sessions, provider=provider, order_id=order_id)
         if action != "busy":
             break

@@ -16,7 +16,7 @@ from typing import Any
 from geoalchemy2 import Geometry
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, Numeric, String, Text, func
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, query_expression
 from sqlalchemy.types import DateTime
 
 from core.db import Base
@@ -84,7 +84,14 @@ class Order(Base):
     address_text: Mapped[str] = mapped_column(Text)
     country: Mapped[str] = mapped_column(String(2))
     region: Mapped[str] = mapped_column(String(64), default="")
-    location: Mapped[Any] = mapped_column(Geometry("POINT", srid=4326, spatial_index=False))
+    # Deferred: no Python code reads the geometry (loading it parsed a WKB per order row); the
+    # coordinates come as `lat`/`lng` below. Reading `order.location` raises instead of querying.
+    location: Mapped[Any] = mapped_column(Geometry("POINT", srid=4326, spatial_index=False), deferred=True,
+                                          deferred_raiseload=True)
+    # The drop-off's coordinates, filled only by queries that ask for them (orders.service.get,
+    # with_expression), None otherwise; orders.service.location_of queries when they are None.
+    lat: Mapped[float | None] = query_expression()
+    lng: Mapped[float | None] = query_expression()
     zone_id: Mapped[int | None] = mapped_column(ForeignKey("service_zones.id"))
     depot_id: Mapped[int | None] = mapped_column(ForeignKey("depots.id"))
     distance_m: Mapped[int] = mapped_column(Integer, default=0)

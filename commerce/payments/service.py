@@ -64,7 +64,14 @@ async def apply_intent(*, db: AsyncSession, tx: PaymentTransaction, intent: Inte
     if intent.client_secret and not tx.client_secret:
         tx.client_secret = intent.client_secret
     current = TxStatus(tx.status)
-    final = current == TxStatus.SUCCEEDED or (current in (TxStatus.FAILED, TxStatus.CANCELED) and new != TxStatus.SUCCEEDED)
+    if current == TxStatus.SUCCEEDED:
+        # Final, and the transaction that made it succeed also marked the order paid (every path to
+        # SUCCEEDED does: here via _sync_order, cash and bank transfer in orders.service): nothing to
+        # move, so the order row is neither locked nor read. This is the usual webhook, arriving
+        # after the checkout request recorded the same success.
+        await db.flush()
+        return True
+    final = current in (TxStatus.FAILED, TxStatus.CANCELED) and new != TxStatus.SUCCEEDED
     if not final and _RANK[new] >= _RANK[current]:
         tx.status = new
         tx.updated_at = now

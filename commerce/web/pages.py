@@ -38,13 +38,13 @@ from commerce.catalog import service as catalog
 from commerce.catalog.schemas import parse_filters
 from commerce.checkout import delivery
 from commerce.checkout import service as checkout_service
-from commerce.deps import Provider
+from commerce.deps import AppSettings, Provider
 from commerce.orders import service as orders
 from commerce.payments import service as payments
 from core.errors import NotFound, SerenaError
 from core.rbac import Permission
 from core.settings import Env
-from serena.deps import Db, SettingsDep, require
+from serena.deps import Db, require
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -131,7 +131,7 @@ async def search_page(request: Request, db: Db, q: str = "", category: str | Non
 
 
 @router.get("/p/{slug}", response_class=HTMLResponse)
-async def product_page(slug: str, request: Request, db: Db, settings: SettingsDep, _=require(Permission.PUBLIC)):
+async def product_page(slug: str, request: Request, db: Db, settings: AppSettings, _=require(Permission.PUBLIC)):
     """A product with its variants, and schema.org Product JSON-LD for search engines."""
     p = await catalog.get_product(db=db, slug=slug, currency=settings.commerce_currency,
                                   storage_base_url=settings.commerce_image_base_url)
@@ -150,7 +150,7 @@ async def product_page(slug: str, request: Request, db: Db, settings: SettingsDe
 
 
 @router.post("/cart/add")
-async def cart_add(request: Request, db: Db, settings: SettingsDep, variant_id: Annotated[int, Form()],
+async def cart_add(request: Request, db: Db, settings: AppSettings, variant_id: Annotated[int, Form()],
                    quantity: Annotated[int, Form()] = 1, _=require(Permission.PUBLIC)):
     cart = await _cart(db, request, settings, create=True)
     await carts.add(db=db, cart=cart, variant_id=variant_id, quantity=max(1, min(quantity, 99)))
@@ -158,7 +158,7 @@ async def cart_add(request: Request, db: Db, settings: SettingsDep, variant_id: 
 
 
 @router.post("/cart/update")
-async def cart_update(request: Request, db: Db, settings: SettingsDep, variant_id: Annotated[int, Form()],
+async def cart_update(request: Request, db: Db, settings: AppSettings, variant_id: Annotated[int, Form()],
                       quantity: Annotated[int, Form()], _=require(Permission.PUBLIC)):
     cart = await _cart(db, request, settings, create=False)
     if cart is not None:
@@ -167,14 +167,14 @@ async def cart_update(request: Request, db: Db, settings: SettingsDep, variant_i
 
 
 @router.get("/cart", response_class=HTMLResponse)
-async def cart_page(request: Request, db: Db, settings: SettingsDep, _=require(Permission.PUBLIC)):
+async def cart_page(request: Request, db: Db, settings: AppSettings, _=require(Permission.PUBLIC)):
     cart = await _cart(db, request, settings, create=False)
     view = await carts.view(db=db, cart=cart) if cart else None
     return _page(request, "cart.html", title="Cart", cart=view)
 
 
 @router.get("/checkout", response_class=HTMLResponse)
-async def checkout_page(request: Request, db: Db, settings: SettingsDep, lat: float | None = None,
+async def checkout_page(request: Request, db: Db, settings: AppSettings, lat: float | None = None,
                         lng: float | None = None, address: str = "", name: str = "", email: str = "", phone: str = "",
                         _=require(Permission.PUBLIC)):
     """Contact and address; once a location is given, the quote (fee, windows) and the payment step."""
@@ -204,7 +204,7 @@ async def _test_payment_method(settings, provider, number: str) -> str:
 
 
 @router.post("/checkout")
-async def place(request: Request, settings: SettingsDep, provider: Provider, key: Annotated[str, Form()],
+async def place(request: Request, settings: AppSettings, provider: Provider, key: Annotated[str, Form()],
                 name: Annotated[str, Form()], email: Annotated[str, Form()], address: Annotated[str, Form()],
                 lat: Annotated[float, Form()], lng: Annotated[float, Form()], window_start: Annotated[str, Form()],
                 payment_method: Annotated[str, Form()], phone: Annotated[str, Form()] = "",
@@ -229,7 +229,7 @@ async def place(request: Request, settings: SettingsDep, provider: Provider, key
 
 
 @router.get("/orders/{token}", response_class=HTMLResponse)
-async def order_page(token: str, request: Request, db: Db, settings: SettingsDep, _=require(Permission.PUBLIC)):
+async def order_page(token: str, request: Request, db: Db, settings: AppSettings, _=require(Permission.PUBLIC)):
     """Order status, timeline, invoice and the tracking link (the token in the URL is the guest's key)."""
     order = await orders.by_tracking_token(db=db, token=token)
     view = await orders.view(db=db, order=order)
@@ -238,7 +238,7 @@ async def order_page(token: str, request: Request, db: Db, settings: SettingsDep
 
 
 @router.post("/orders/{token}/authenticate")
-async def authenticate(token: str, request: Request, db: Db, settings: SettingsDep, provider: Provider,
+async def authenticate(token: str, request: Request, db: Db, settings: AppSettings, provider: Provider,
                        _=require(Permission.PUBLIC)):
     """Development only: complete 3-D Secure on localstripe's simulated bank, then refresh the payment."""
     order = await orders.by_tracking_token(db=db, token=token)
