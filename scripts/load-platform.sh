@@ -16,12 +16,14 @@
 # Everything is its own, so the development platform (8000, database serena, broker 1884,
 # localstripe 8420) and the tests are untouched: API 8300, database serena_load, Redis prefix
 # serena-load:, Mosquitto 1891, localstripe 8421, data under var/load-platform/. Each can be
-# overridden by the LOAD_* variables below. Timing runs: wrap in `flock /tmp/serena-bench.lock`.
+# overridden by the LOAD_* variables below. The shop is `serena commerce seed --products 200` with
+# every stocked variant raised to LOAD_STOCK units, so a run never sells out.
+# Timing runs: wrap in `flock /tmp/serena-bench.lock`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BIN="$ROOT/.venv/bin"
+BIN="${LOAD_BIN:-$ROOT/.venv/bin}"  # another checkout (e.g. a git worktree of an older commit) may use this venv
 
 PG="${LOAD_PG:-postgresql://postgres@127.0.0.1:5432}"
 DB="${LOAD_DB:-serena_load}"
@@ -32,6 +34,7 @@ REDIS_URL="${LOAD_REDIS_URL:-redis://127.0.0.1:6379/0}"
 PREFIX="${LOAD_REDIS_PREFIX:-serena-load:}"
 DATA="${LOAD_DATA_DIR:-var/load-platform}"
 PRODUCTS="${LOAD_PRODUCTS:-200}"
+STOCK="${LOAD_STOCK:-1000000}"  # units of each stocked variant at each depot: a run must never sell out
 WORKERS="${LOAD_API_WORKERS:-2}"
 ADMIN_EMAIL="${LOAD_ADMIN_EMAIL:-admin@serena.local}"
 ADMIN_PASSWORD="${LOAD_ADMIN_PASSWORD:-serena-load-admin}"
@@ -90,6 +93,10 @@ up() {
   "$BIN/serena" services up            # PostGIS in $DB, our broker on $MQTT_PORT, a new in-memory localstripe on $STRIPE_PORT
   "$BIN/serena" migrate
   "$BIN/serena" commerce seed --products "$PRODUCTS" >/dev/null
+  # The seeded shop has 0-60 units a depot; at tens of purchases a second the hot variants sold out
+  # within a minute and checkouts failed with 409 (cheap, so they flattered the figures). The same
+  # variants stay in stock (quantity > 0), with enough units for any run.
+  psql "$SERENA_DATABASE_URL" -qAt -c "UPDATE stock SET quantity = $STOCK WHERE quantity > 0" >/dev/null
   "$BIN/serena" users create-admin --email "$ADMIN_EMAIL" --password "$ADMIN_PASSWORD" --totp-secret "$TOTP_SECRET" >/dev/null
   local log="$DATA/log/serena-up.log"
   setsid "$BIN/serena" up >"$log" 2>&1 </dev/null &
