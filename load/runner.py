@@ -223,14 +223,51 @@ def _proc_cpu_s(procs: list) -> float:
     return total
 
 
-# Process kinds whose CPU the runner reports (command-line needle -> label). Postgres counts every
-# backend on the machine (other databases' too); the serena entries count every instance.
+# Process kinds whose CPU the runner reports (command-line needle -> label). Narrowed to the platform
+# under test where the runner can tell (see _scope); otherwise every instance on the machine counts
+# (other databases' Postgres backends, a test's localstripe, another platform's planner).
 KINDS = (("postgres", "Postgres"), ("localstripe", "localstripe"), ("serena.cli planner", "planner"),
-         ("serena.cli worker", "worker"), ("serena.cli ingest", "ingest"), ("serena.cli relay", "relay"))
+         ("serena.cli worker", "worker"), ("serena.cli ingest", "ingest"), ("serena.cli events relay", "relay"),
+         ("serena.cli commerce consume", "commerce consumer"))
 
 
-def _kind_cpu(exclude: set[int]) -> dict[str, dict[int, float]]:
-    """label -> {pid: CPU seconds so far} for the processes of each kind in KINDS (psutil; empty without it)."""
+@dataclass(frozen=True)
+class Scope:
+    """What belongs to the platform under test: its supervisor's process tree, its database, its localstripe's port."""
+
+    serena_pids: frozenset[int] | None = None  # descendants of the `serena up` running the API; None: unknown
+    database: str = ""  # Postgres backends of this database only ("": every postgres process)
+    stripe_port: str = ""  # the localstripe whose command line ends with this port ("": every localstripe)
+
+
+def _scope(api: list, env: dict[str, str]) -> Scope:
+    """The platform's scope, from the API's processes (their `serena up` parent) and SERENA_DATABASE_URL / _STRIPE_API_BASE."""
+    pids = None
+    try:
+        for proc in api:
+            parent = proc.parent()
+            if parent is not None and "serena up" in " ".join(parent.cmdline()):
+                pids = frozenset(p.pid for p in parent.children(recursive=True))
+                break
+    except Exception:  # noqa: BLE001 - a process that exited, or no permission: fall back to every instance
+        pids = None
+    database = urlsplit(env["SERENA_DATABASE_URL"]).path.lstrip("/") if env.get("SERENA_DATABASE_URL") else ""
+    port = str(urlsplit(env["SERENA_STRIPE_API_BASE"]).port or "") if env.get("SERENA_STRIPE_API_BASE") else ""
+    return Scope(pids, database, port)
+
+
+def _in_scope(label: str, pid: int, line: str, scope: Scope) -> bool:
+    if label == "Postgres":
+        # A backend's title is "postgres: <cluster>: <user> <database> <client> <state>"; the server's own
+        # processes (checkpointer, WAL writer, ...) name no database and are shared: they are left out too.
+        return not scope.database or f" {scope.database} " in line
+    if label == "localstripe":
+        return not scope.stripe_port or line.rstrip().endswith(f" {scope.stripe_port}")
+    return scope.serena_pids is None or pid in scope.serena_pids
+
+
+def _kind_cpu(exclude: set[int], scope: Scope = Scope()) -> dict[str, dict[int, float]]:
+    """label -> {pid: CPU seconds so far} for the processes of each kind in KINDS within `scope` (psutil; empty without it)."""
     out: dict[str, dict[int, float]] = {label: {} for _, label in KINDS}
     try:
         import psutil
@@ -241,12 +278,21 @@ def _kind_cpu(exclude: set[int]) -> dict[str, dict[int, float]]:
             line = " ".join(proc.info["cmdline"] or ()) or (proc.info["name"] or "")
             for needle, label in KINDS:
                 if needle in line:
-                    t = proc.info["cpu_times"]
-                    out[label][proc.pid] = t.user + t.system
+                    if _in_scope(label, proc.pid, line, scope):
+                        t = proc.info["cpu_times"]
+                        out[label][proc.pid] = t.user + t.system
                     break
     except Exception:  # noqa: BLE001 - no psutil: the figures are left out, not guessed
         pass
     return out
+
+
+def _scope_note(label: str, scope: Scope) -> str:
+    if label == "Postgres":
+        return f", backends of {scope.database}" if scope.database else ", all on the machine"
+    if label == "localstripe":
+        return f", port {scope.stripe_port}" if scope.stripe_port else ", all on the machine"
+    return ", this platform's" if scope.serena_pids is not None else ", all on the machine"
 
 
 def _kind_delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, tuple[int, float]]:
@@ -295,7 +341,8 @@ def _run_phase(p: Profile, *, profile: str, host: str, out_dir: Path, processes:
           + (f", {processes} processes" if processes > 1 else ""))
     api = _listeners(urlsplit(host).port or 80)
     api_pids = {q.pid for q in api}
-    kinds0 = _kind_cpu(api_pids)
+    scope = _scope(api, dict(os.environ))
+    kinds0 = _kind_cpu(api_pids, scope)
     api_cpu0, (busy0, total0) = _proc_cpu_s(api), _cpu_busy_s()
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
@@ -306,7 +353,7 @@ def _run_phase(p: Profile, *, profile: str, host: str, out_dir: Path, processes:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy1, total1 = _cpu_busy_s()
     api_cpu = _proc_cpu_s(api) - api_cpu0
-    kinds = _kind_delta(kinds0, _kind_cpu(api_pids))
+    kinds = _kind_delta(kinds0, _kind_cpu(api_pids, scope))
     stats = Path(f"{prefix}_stats.csv")
     if not stats.exists():
         print(log.read_text()[-3000:], file=sys.stderr)
@@ -335,7 +382,8 @@ def _run_phase(p: Profile, *, profile: str, host: str, out_dir: Path, processes:
     load1, load5, _ = os.getloadavg()
     print(f"CPU over the run ({wall:.0f} s, {ncpu} cores): Locust {locust_cpu:.2f} cores, "
           + (f"API ({len(api)} processes on the port) {api_cpu / wall:.2f} cores, " if api else "API: not measured, ")
-          + "".join(f"{label} ({n} processes) {cpu / wall:.2f} cores, " for label, (n, cpu) in kinds.items())
+          + "".join(f"{label} ({n} processes{_scope_note(label, scope)}) {cpu / wall:.2f} cores, "
+                    for label, (n, cpu) in kinds.items())
           + f"whole machine {machine:.2f} cores busy; load average {load1:.2f} (1 min) {load5:.2f} (5 min)")
     print()
     verdicts = budgets(rows, check_rates=p.check_rates, rates=rates)
