@@ -295,7 +295,12 @@ class MqttSource:
             raise TimeoutError("MQTT subscription not confirmed") from None
 
     async def next_batch(self, max_items: int, wait_s: float) -> list[_Msg]:
-        """Up to max_items messages: waits for the first, then at most wait_s for the batch to fill."""
+        """Up to max_items messages: waits for the first, then until the oldest has waited wait_s for the batch to fill.
+
+        The wait counts from the oldest message's arrival, not from this call: messages that
+        queued up while the previous batch was being stored have waited already, and under
+        load they go out at once instead of waiting wait_s more.
+        """
         if not self.queue:
             self._wake = w = asyncio.get_running_loop().create_future()
             try:
@@ -305,9 +310,9 @@ class MqttSource:
             finally:
                 self._wake = None
         if len(self.queue) < max_items and wait_s > 0:
-            deadline = time.monotonic() + wait_s
-            while len(self.queue) < max_items and time.monotonic() < deadline:
-                await asyncio.sleep(min(0.005, wait_s))
+            deadline = self.queue[0].received_at + wait_s
+            while len(self.queue) < max_items and (left := deadline - time.time()) > 0:
+                await asyncio.sleep(min(0.005, left))
         q = self.queue
         if len(q) <= max_items:
             out = list(q)

@@ -113,3 +113,28 @@ async def test_a_batch_that_fails_to_store_is_not_acknowledged_and_arrives_again
         await asyncio.wait_for(task, 5)
         src.stop()
     assert failures and failures[0] >= 1
+
+
+async def test_a_batch_waits_for_more_only_until_its_oldest_message_has_waited_batch_wait(tsettings, monkeypatch):
+    from tracking import ingest
+
+    src = MqttSource(tsettings, replica="unit", connections=1)  # not started: messages are queued by hand
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(s):
+        slept.append(s)
+        await real_sleep(0)
+
+    monkeypatch.setattr(ingest.asyncio, "sleep", sleep)
+    # Messages that queued up while the previous batch was stored (older than the wait) go at once.
+    old = time.time() - 1.0
+    src.queue.extend(ingest._Msg(0, 1, i, 1, "t", b"{}", old + i * 1e-3) for i in range(5))
+    assert [m.mid for m in await src.next_batch(100, 0.5)] == [0, 1, 2, 3, 4] and slept == []
+    # max_items still bounds a batch; the rest stays queued in order.
+    src.queue.extend(ingest._Msg(0, 1, i, 1, "t", b"{}", old) for i in range(5, 10))
+    assert [m.mid for m in await src.next_batch(3, 0.5)] == [5, 6, 7] and slept == []
+    assert [m.mid for m in await src.next_batch(3, 0.5)] == [8, 9]
+    # A fresh message waits (in short sleeps) for company.
+    src.queue.append(ingest._Msg(0, 1, 10, 1, "t", b"{}", time.time()))
+    assert [m.mid for m in await src.next_batch(100, 0.05)] == [10] and slept
