@@ -68,6 +68,13 @@ class GeofenceStage:
         self.index = zones.ZoneIndex()
         self.loaded_at = 0.0
         self.pending: dict[str, bytes] = {}
+        # driver -> (the snapshot this replica last wrote, the tracker it came from). When Redis
+        # still holds exactly that snapshot, the tracker is reused instead of rebuilt with
+        # from_state (a tenth of ingest's CPU at 5,000 pings/s). Entries are taken out while a
+        # batch runs and put back only after its commit, so a failed batch leaves none behind.
+        self._trackers: dict[int, tuple[bytes, Any]] = {}
+        self._trackers_index = self.index
+        self._written: dict[int, tuple[bytes, Any]] = {}
 
     async def refresh_zones(self, *, force: bool = False) -> None:
         if not force and time.monotonic() - self.loaded_at < ZONE_REFRESH_S:
@@ -86,6 +93,7 @@ class GeofenceStage:
 
     async def __call__(self, fixes: list[Fix]) -> list[events.NewEvent]:
         self.pending = {}
+        self._written = {}
         fresh = sorted((f for f in fixes if not f.late), key=lambda f: (f.driver_id, f.ts))
         if not fresh:
             return []
@@ -104,9 +112,15 @@ class GeofenceStage:
         trackers: dict[int, Any] = {}
         next_stop: dict[int, dict | None] = {}
         H = self.hysteresis
+        if self._trackers_index is not self.index:  # zones reloaded: trackers must point at the new index
+            self._trackers, self._trackers_index = {}, self.index
+        cache = self._trackers
         for d, st, plan in zip(drivers, states, plans, strict=True):
             t = None
-            if st:
+            mine = cache.pop(d, None)
+            if st and mine is not None and mine[0] == st:
+                t = mine[1]  # Redis holds what this replica wrote last: no other replica moved this driver since
+            elif st:
                 try:
                     t = H.DriverTracker.from_state(orjson.loads(st), index=self.index)
                 except (ValueError, KeyError):
@@ -136,13 +150,15 @@ class GeofenceStage:
                     payload["order_id"] = stop.get("order_id")
                 out.append(events.NewEvent(ev.kind, payload, aggregate="driver", aggregate_id=f.driver_id,
                                            event_id=event_id(f.driver_id, ev.kind, subject, ev.ts_s)))
-        self.pending = {str(d): orjson.dumps(t.to_state()) for d, t in trackers.items()}
+        self._written = {d: (orjson.dumps(t.to_state()), t) for d, t in trackers.items()}
+        self.pending = {str(d): w[0] for d, w in self._written.items()}
         return out
 
     async def after_commit(self) -> None:
         if self.pending:
             await self.redis.hset(self.key, mapping=self.pending)
-            self.pending = {}
+            self._trackers.update(self._written)
+            self.pending, self._written = {}, {}
 
 
 def geofence_available() -> bool:

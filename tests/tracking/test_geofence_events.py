@@ -60,3 +60,25 @@ async def test_arrival_at_the_next_planned_stop_is_an_event(tsettings, pool, red
     kinds = [e["type"] for e in await _events(pool, d)]
     assert kinds.count("stop.arriving") == 1 and kinds.count("stop.arrived") == 1
     assert kinds.index("stop.arriving") < kinds.index("stop.arrived")
+
+
+async def test_two_replicas_taking_turns_on_a_driver_see_the_same_events_as_one(zone, tsettings, pool, redis, new_driver_id):
+    # Each replica keeps the trackers it wrote last and reuses one only while Redis still holds
+    # its snapshot; a driver whose fixes went to the other replica meanwhile must be rebuilt.
+    one, d = new_driver_id(), new_driver_id()
+    pipes = [Pipeline(settings=tsettings, pool=pool, redis=redis, stages=default_stages(settings=tsettings, pool=pool, redis=redis))
+             for _ in range(3)]
+    t0 = time.time() - 200
+    lats = [60.160 + i * 0.00018 for i in range(100)]  # south of the zone, through it, out the north side
+    turns = [0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0]  # replica of each chunk of 9 fixes (shared-subscription luck)
+    for i, lat in enumerate(lats):
+        await pipes[2].process([inbound(ping(one, i, ts=t0 + 2 * i, lat=lat, lng=24.94, accuracy_m=5.0))])
+        await pipes[turns[i // 9]].process([inbound(ping(d, i, ts=t0 + 2 * i, lat=lat, lng=24.94, accuracy_m=5.0))])
+
+    def seen(rows):
+        return [(e["type"], e["payload"]) for e in rows if e["type"].startswith("zone.")]
+
+    alone = [(k, p.replace(str(one), "D")) for k, p in seen(await _events(pool, one))]
+    shared = [(k, p.replace(str(d), "D")) for k, p in seen(await _events(pool, d))]
+    assert [k for k, _ in alone][:1] == ["zone.entered"] and "zone.exited" in [k for k, _ in alone]
+    assert shared == alone
