@@ -154,6 +154,9 @@ class EtaStage:
         self.pending: dict[int, dict[str, Any]] = {}  # driver -> message to push after commit
         self.pending_eta: dict[str, bytes] = {}
         self.pending_flags: list[str] = []
+        # The plans read for the last batch, for a later stage of the same batch (tracking.events.GeofenceStage):
+        # (the batch's fix list, driver -> raw plan for every driver with a non-late fix; None = no plan).
+        self.batch_plans: tuple[list[Fix] | None, dict[int, bytes | None]] = (None, {})
 
     async def __call__(self, fixes: list[Fix]) -> list[events.NewEvent]:
         newest: dict[int, Fix] = {}
@@ -161,10 +164,12 @@ class EtaStage:
             if not f.late and (f.driver_id not in newest or newest[f.driver_id].ts < f.ts):
                 newest[f.driver_id] = f
         self.pending, self.pending_eta, self.pending_flags = {}, {}, []
+        self.batch_plans = (None, {})
         if not newest:
             return []
         drivers = list(newest)
         plans_raw = await self.redis_state.hmget(self.keys.plans, drivers)
+        self.batch_plans = (fixes, dict(zip(drivers, plans_raw, strict=True)))
         raw_plans = {d: p for d, p in zip(drivers, plans_raw, strict=True) if p}
         plans = {d: orjson.loads(p) for d, p in raw_plans.items()}
         if not plans:

@@ -55,8 +55,11 @@ class GeofenceStage:
     batch that fails to store leaves the state as it was and is replayed in full.
     """
 
-    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis,
+                 plans_from: eta.EtaStage | None = None) -> None:
         from geofence import hysteresis, zones
+
+        self.plans_from = plans_from  # an ETA stage that runs first: the plans it read for the batch, not a second HMGET
 
         self.hysteresis = hysteresis
         self.zones = zones
@@ -100,7 +103,11 @@ class GeofenceStage:
         await self.refresh_zones()
         drivers = sorted({f.driver_id for f in fresh})
         keys = [str(d) for d in drivers]
-        plans = await self.live.hmget(self.plans, keys)
+        read_for, read = self.plans_from.batch_plans if self.plans_from is not None else (None, {})
+        if read_for is fixes and all(d in read for d in drivers):
+            plans = [read[d] for d in drivers]
+        else:
+            plans = await self.live.hmget(self.plans, keys)
         if len(self.index) == 0:
             # No zones at all: only drivers with a plan (a next stop to arrive at) need a tracker.
             planned = [(d, k, p) for d, k, p in zip(drivers, keys, plans, strict=True) if p]

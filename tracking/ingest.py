@@ -434,8 +434,8 @@ def default_stages(*, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Re
     from tracking import eta, events as tracking_events  # noqa: PLC0415
 
     if tracking_events.geofence_available():
-        return [eta.EtaStage(settings=settings, redis=redis, stop_events=False, travel=travel),
-                tracking_events.GeofenceStage(settings=settings, pool=pool, redis=redis)]
+        eta_stage = eta.EtaStage(settings=settings, redis=redis, stop_events=False, travel=travel)
+        return [eta_stage, tracking_events.GeofenceStage(settings=settings, pool=pool, redis=redis, plans_from=eta_stage)]
     return [eta.EtaStage(settings=settings, redis=redis, travel=travel)]
 
 
