@@ -85,7 +85,10 @@ def solve(
     routing = pywrapcp.RoutingModel(manager)
     solver = routing.solver()
     # Transit matrices are indexed by node, which is what RegisterTransitMatrix expects.
-    dist_cb = routing.RegisterTransitMatrix(transit_d.tolist())
+    # Costs are integers: with a waiting cost, arc costs and penalties are counted in tenths
+    # so that a weight like 0.25 m/s is not rounded to 0 or 1 (it becomes 2.5 -> 2 or 3 tenths: 10 % steps).
+    cost_k = 10 if problem.wait_cost > 0 else 1
+    dist_cb = routing.RegisterTransitMatrix((transit_d * cost_k).tolist())
     routing.SetArcCostEvaluatorOfAllVehicles(dist_cb)
     time_cb = routing.RegisterTransitMatrix(transit_t.tolist())
     routing.AddDimension(time_cb, horizon, horizon, False, "time")
@@ -94,8 +97,7 @@ def solve(
     def index(node: int) -> int:
         return manager.NodeToIndex(node)
 
-    # Costs are integers here: a fractional metres-per-second weight is rounded (at least 1).
-    wait_coeff = max(1, round(problem.wait_cost)) if problem.wait_cost > 0 else 0
+    wait_coeff = max(1, round(problem.wait_cost * cost_k)) if problem.wait_cost > 0 else 0
     for i, (job, kind) in enumerate(stops):
         stop = job.pickup if kind == "pickup" else job.delivery
         early = max(0, math.ceil(stop.time_window_s[0] * SCALE - 1e-6))
@@ -187,7 +189,7 @@ def solve(
                 # (absl::Span binding); restricting the vehicle variable is equivalent.
                 # -1 keeps the node droppable (its disjunction decides the price).
                 routing.VehicleVar(n).SetValues([-1] + allowed)
-        penalty = prizes.get(job.id, BIG)
+        penalty = prizes.get(job.id, BIG) * cost_k
         routing.AddDisjunction([nodes[0]], penalty)
         for n in nodes[1:]:
             routing.AddDisjunction([n], 0)
