@@ -48,9 +48,14 @@ async def lock_transaction(*, db: AsyncSession, tx_id: uuid.UUID | None = None, 
 
 
 async def apply_intent(*, db: AsyncSession, tx: PaymentTransaction, intent: Intent, source: str, now: datetime,
-                       provider_event_id: str | None = None, event_type: str | None = None) -> bool:
-    """Record one report about `tx` (locked by the caller) and move it and its order forward. False if a duplicate."""
-    if provider_event_id is not None:
+                       provider_event_id: str | None = None, event_type: str | None = None,
+                       receipt_taken: bool = False) -> bool:
+    """Record one report about `tx` (locked by the caller) and move it and its order forward. False if a duplicate.
+
+    `receipt_taken`: the caller inserted the event's webhook_receipts row in this transaction (its primary
+    key already made this the event's only application), so the payment_events look-up is skipped.
+    """
+    if provider_event_id is not None and not receipt_taken:
         seen = (await db.execute(select(PaymentEvent.id).where(PaymentEvent.provider_event_id == provider_event_id))).first()
         if seen:
             return False
@@ -133,7 +138,7 @@ async def handle_webhook(*, db: AsyncSession, provider: PaymentProvider, payload
         if tx is None:
             return WebhookOutcome(event.id, event.type, False, "unknown payment")
         applied = await apply_intent(db=db, tx=tx, intent=intent, source="webhook", now=now,
-                                     provider_event_id=event.id, event_type=event.type)
+                                     provider_event_id=event.id, event_type=event.type, receipt_taken=True)
         return WebhookOutcome(event.id, event.type, applied)
     if event.type == "charge.refunded":
         ref = event.object.get("payment_intent")
