@@ -241,7 +241,23 @@ def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, 
         near += sorted(idle, key=lambda v: dist[vehicles[v].start_location, m])[:2]
         group = {vid: seqs.get(vid, []) for vid in near}
         ids = list(dict.fromkeys(j.id for seq in group.values() for j, _ in seq))
-        sub = dataclasses.replace(rp, vehicles=[vehicles[v] for v in near], jobs=[jobs[i] for i in ids])
+        sub_jobs = [jobs[i] for i in ids]
+        if max_churn < 1.0 and shared:
+            # Only as many jobs may change van as the churn bound still allows: the rest are pinned
+            # to their van in this sub-problem, and the free ones are the last of each queue (they
+            # wait longest). Unrestricted, a sub-solution moved half the jobs and was always refused.
+            now_of = {j.id: vid for vid, seq in group.items() for j, _ in seq}
+            cur = {j.id: vid for vid, seq in seqs.items() for j, _ in seq}
+            moved = sum(1 for j in shared if cur.get(j, before[j]) != before[j])  # as churn_of counts
+            room = max(0, int(max_churn * len(shared) + 1e-9) - moved)
+            home = [(pos, jid) for vid, seq in group.items() for pos, (j, _) in enumerate(seq)
+                    if (jid := j.id) in before and before[jid] == vid and not (j.vehicles and len(j.vehicles) == 1)]
+            if len(home) > room:
+                free = {jid for _, jid in sorted(home, reverse=True)[:room]}
+                pinned = {jid for _, jid in home} - free
+                sub_jobs = [dataclasses.replace(j, vehicles=frozenset({now_of[j.id]})) if j.id in pinned else j
+                            for j in sub_jobs]
+        sub = dataclasses.replace(rp, vehicles=[vehicles[v] for v in near], jobs=sub_jobs)
         left = deadline - time.perf_counter()
         try:
             new = _sub_solve(
