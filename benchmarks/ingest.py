@@ -56,6 +56,7 @@ from core.settings import Settings, load_settings  # noqa: E402
 from serena import broker  # noqa: E402
 
 BASE_LAT, BASE_LNG = 60.17, 24.94
+PACE_S = 0.005  # publishers' pacing granularity
 
 
 def free_port() -> int:
@@ -135,13 +136,35 @@ async def _raw_publish(s: Settings, drivers: list[int], n: int, rate: float, seq
         finished = asyncio.Event()
 
         async def read_acks():
+            # Whatever arrived at once, parsed from one buffer (a read per PUBACK cost the load generator more
+            # CPU than the acknowledgements are worth; it shares the 2 cores with what it measures).
+            buf = bytearray()
             while got[0] < expected:
-                head, pk = await _read_packet(reader)
-                if head >> 4 == 4:  # PUBACK
-                    rc = pk[2] if len(pk) >= 3 else 0
-                    acks["ok" if rc == 0 else "bad"] += 1
-                    got[0] += 1
-                    sem.release()
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("broker closed the publisher connection")
+                buf += data
+                pos = 0
+                while pos + 2 <= len(buf):
+                    head, length, k, mult = buf[pos], 0, pos + 1, 1
+                    while k < len(buf):
+                        b = buf[k]
+                        length += (b & 127) * mult
+                        mult *= 128
+                        k += 1
+                        if not b & 128:
+                            break
+                    else:
+                        break
+                    if k + length > len(buf):
+                        break
+                    if head >> 4 == 4:  # PUBACK
+                        rc = buf[k + 2] if length >= 3 else 0
+                        acks["ok" if rc == 0 else "bad"] += 1
+                        got[0] += 1
+                        sem.release()
+                    pos = k + length
+                del buf[:pos]
             finished.set()
 
         rt = asyncio.create_task(read_acks())
@@ -149,8 +172,10 @@ async def _raw_publish(s: Settings, drivers: list[int], n: int, rate: float, seq
         pid = 0
         for k, i in enumerate(items):
             if rate:
+                # Paced to the offered rate, a few ms at a time (a sleep per message cost the load generator
+                # more than the publish): a message may go out up to PACE_S early, never late.
                 lag = t0 + k / (rate / conns) - time.time()
-                if lag > 0:
+                if lag > PACE_S:
                     await asyncio.sleep(lag)
             await sem.acquire()
             d = i % nd
@@ -271,10 +296,10 @@ def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int, 
 _GC_SITE = """
 import gc, json, os, threading, time
 _st = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
-_t = [0.0, 0]
+_t = [0.0, 0, 0.0]
 def _cb(phase, info):
     if phase == "start":
-        _t[0], _t[1] = time.perf_counter(), info["generation"]
+        _t[0], _t[1], _t[2] = time.perf_counter(), info["generation"], time.thread_time()
     else:
         s = _st[_t[1]]
         s[0] += 1
@@ -284,16 +309,47 @@ def _dump():
     while True:
         time.sleep(1.0)
         with open(path + ".tmp", "w") as f:
-            json.dump({"t": time.time(), "gen": _st, "max_s": _mx[0]}, f)
+            json.dump({"t": time.time(), "gen": _st, "max_s": _mx[0], "long": _long,
+                       "garbage": sorted(_garbage.items(), key=lambda kv: -kv[1])[:40], "young": _young}, f)
         os.replace(path + ".tmp", path)
 _mx = [0.0]
+_long = []  # (epoch s, generation, seconds, objects collected, CPU seconds) of every collection of 5 ms or more
 def _cb2(phase, info):
     if phase == "stop":
-        _mx[0] = max(_mx[0], time.perf_counter() - _t[0])
+        d = time.perf_counter() - _t[0]
+        _mx[0] = max(_mx[0], d)
+        if d >= 0.005 and len(_long) < 10000:
+            _long.append((time.time(), _t[1], d, info.get("collected", 0), time.thread_time() - _t[2]))
+_garbage = {}  # type name -> objects found unreachable (BENCH_GC_GARBAGE_AFTER_S: what the collector frees, sampled)
+_gsample = [0]
+_young = []  # (generation, objects in the collected generations, top types) at the start of sampled collections
+def _cb3(phase, info):
+    if phase == "start" and gc.get_debug() & gc.DEBUG_SAVEALL:
+        objs = [o for g in range(info["generation"] + 1) for o in gc.get_objects(g)]
+        hist = {}
+        for o in objs:
+            n = type(o).__qualname__
+            hist[n] = hist.get(n, 0) + 1
+        _young.append((info["generation"], len(objs), sorted(hist.items(), key=lambda kv: -kv[1])[:15]))
+        del objs
+    if phase == "stop" and gc.get_debug() & gc.DEBUG_SAVEALL:
+        for o in gc.garbage:
+            n = type(o).__qualname__
+            _garbage[n] = _garbage.get(n, 0) + 1
+        gc.garbage.clear()
+        _gsample[0] += 1
+        if _gsample[0] >= 3:
+            gc.set_debug(0)
+def _arm():
+    time.sleep(float(os.environ["BENCH_GC_GARBAGE_AFTER_S"]))
+    gc.set_debug(gc.DEBUG_SAVEALL)
 if os.environ.get("BENCH_GC_DIR"):
     gc.callbacks.append(_cb)
     gc.callbacks.append(_cb2)
     threading.Thread(target=_dump, daemon=True).start()
+    if os.environ.get("BENCH_GC_GARBAGE_AFTER_S"):
+        gc.callbacks.append(_cb3)
+        threading.Thread(target=_arm, daemon=True).start()
 """
 
 
@@ -301,6 +357,7 @@ def gc_stats(s: Settings, pids: list[int]) -> dict:
     """Collections and seconds per generation, summed over `pids`, from the _GC_SITE files."""
     tot = {str(g): [0, 0.0] for g in range(3)}
     mx = 0.0
+    long: list = []
     for pid in pids:
         f = Path(s.mosquitto_dir).parent / "gc" / f"gc-{pid}.json"
         with contextlib.suppress(OSError, ValueError):
@@ -309,16 +366,22 @@ def gc_stats(s: Settings, pids: list[int]) -> dict:
                 tot[g][0] += n
                 tot[g][1] += sec
             mx = max(mx, d["max_s"])
-    return {"gen": tot, "longest_s": mx}
+            long += d.get("long", [])
+    return {"gen": tot, "longest_s": mx, "long": long, "t": time.time()}
 
 
 def gc_delta(a: dict, b: dict) -> dict:
+    """Per generation: collections and seconds in the window; the collections of 5 ms or more in it (ms, by generation)."""
+    long = sorted((x[1], round(x[2] * 1000, 1), x[3], round(x[4] * 1000, 1)) for x in b["long"] if a["t"] <= x[0] <= b["t"])
     return {f"gen{g}": {"collections": b["gen"][g][0] - a["gen"][g][0], "seconds": round(b["gen"][g][1] - a["gen"][g][1], 2)}
-            for g in b["gen"]} | {"longest_pause_s_since_start": round(b["longest_s"], 3)}
+            for g in b["gen"]} | {"longest_pause_s_since_start": round(b["longest_s"], 3),
+                                  "pauses_5ms_plus_ms": {f"gen{g}": [d for gg, d, _, _ in long if gg == g] for g in range(3)},
+                                  "pauses_5ms_plus_cpu_ms": {f"gen{g}": [c for gg, _, _, c in long if gg == g] for g in range(3)},
+                                  "pauses_5ms_plus_collected": {f"gen{g}": [c for gg, _, c, _ in long if gg == g] for g in range(3)}}
 
 
 def env_of(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SERENA_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERENA_") or k == "SERENA_GC_THRESHOLDS"}
     gc_dir = Path(s.mosquitto_dir).parent / "gc"
     gc_dir.mkdir(parents=True, exist_ok=True)
     (gc_dir / "sitecustomize.py").write_text(_GC_SITE)
@@ -483,14 +546,14 @@ def _procs(pids):
 
 
 def _thread_cpu(pids: list[int]) -> dict[str, float]:
-    """CPU seconds of the ingest processes' event-loop threads and of their other (paho MQTT) threads."""
+    """CPU seconds of the ingest processes' event-loop threads and of their other threads (paho MQTT before tracking.mqttwire)."""
     import psutil
 
-    out = {"event loop": 0.0, "other threads (paho)": 0.0}
+    out = {"event loop": 0.0, "other threads": 0.0}
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             for t in psutil.Process(pid).threads():
-                out["event loop" if t.id == pid else "other threads (paho)"] += t.user_time + t.system_time
+                out["event loop" if t.id == pid else "other threads"] += t.user_time + t.system_time
     return out
 
 
@@ -697,6 +760,8 @@ def start_api(s: Settings, port: int, args) -> subprocess.Popen:
            "--no-access-log", "--log-level", "warning", "--ws", args.ws_impl, "--backlog", "16384", "--loop", "uvloop"]
     if not args.ws_deflate:
         cmd += ["--ws-per-message-deflate", "false"]
+    if args.ws_ping_interval is not None:
+        cmd += ["--ws-ping-interval", str(args.ws_ping_interval)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(Path(s.mosquitto_dir) / f"api-{port}.err", "w"))  # noqa: SIM115
 
@@ -807,6 +872,7 @@ async def customer_push(s: Settings, drivers: list[int], watchers: int, rate: fl
         return {"watchers_connected": sum(rr["connected"] for rr in res), "watchers_failed": sum(rr["failed"] for rr in res),
                 "watcher_failures": {k: v for rr in res for k, v in rr["why"].items()},
                 "api_procs": len(apis), "client": args.client, "ws_deflate": args.ws_deflate,
+                "ws_ping_interval_s": args.ws_ping_interval,
                 "offered_pings_per_s": rate, "achieved_publish_per_s": round(pub["ok"] / max(1e-9, pub["t_sent"] - pub["t0"])),
                 "messages_to_customers": len(lat), "frames_to_customers": sum(rr["messages"] for rr in res),
                 "publish_to_stored_ms": {"p50": _ms(pct(stored_lat, 50)), "p99": _ms(pct(stored_lat, 99)),
@@ -941,6 +1007,8 @@ if __name__ == "__main__":
     ap.add_argument("--ws-impl", default="websockets-sansio", help="uvicorn --ws implementation")
     ap.add_argument("--ws-deflate", action=argparse.BooleanOptionalAction, default=True,
                     help="uvicorn offers per-message deflate (only clients that ask get it; the raw client does not)")
+    ap.add_argument("--ws-ping-interval", type=float, default=None,
+                    help="uvicorn --ws-ping-interval in s (default: uvicorn's 20, as `serena up` runs it)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the ingest, API and watcher processes during the publish window")
     ap.add_argument("--keep-db", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")

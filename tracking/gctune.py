@@ -18,14 +18,31 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 log = logging.getLogger("serena.tracking.gctune")
 
 THRESHOLDS = (50_000, 20, 100)
+ENV = "SERENA_GC_THRESHOLDS"  # "a,b,c": an operator's override of THRESHOLDS (for measuring other settings)
+
+
+def thresholds() -> tuple[int, ...]:
+    raw = os.environ.get(ENV, "").strip()
+    if raw:
+        try:
+            t = tuple(int(x) for x in raw.split(","))
+            if len(t) == 3 and all(x > 0 for x in t):
+                return t
+        except ValueError:
+            pass
+        log.warning("%s=%r is not three positive integers; using %s", ENV, raw, THRESHOLDS)
+    return THRESHOLDS
 
 
 def for_large_live_heap() -> None:
-    """Raise the collector's thresholds to THRESHOLDS (never lowers a higher setting)."""
-    if gc.get_threshold()[0] < THRESHOLDS[0]:
-        gc.set_threshold(*THRESHOLDS)
-        log.info("gc thresholds %s for a large live heap", THRESHOLDS)
+    """Raise the collector's thresholds to THRESHOLDS (never lowers a higher setting); an override is set as given."""
+    t = thresholds()
+    if gc.get_threshold() == t or (t == THRESHOLDS and gc.get_threshold()[0] >= t[0]):
+        return
+    gc.set_threshold(*t)
+    log.info("gc thresholds %s for a large live heap", t)
