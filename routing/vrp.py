@@ -268,6 +268,7 @@ def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, 
             )
         except vrp_pyvrp.Unsupported:
             break
+        new = {vid: [(jobs[j.id], k) for j, k in seq] for vid, seq in new.items()}  # the real jobs, not pinned copies
         if sum(len(x) for x in new.values()) < sum(len(x) for x in group.values()):
             continue
         trial = dict(seqs)
