@@ -49,8 +49,10 @@ async def checkout(body: CheckoutIn, request: Request, settings: AppSettings, pr
         user_id=None if principal.anonymous else principal.user_id, coupon=body.coupon, points=body.points,
         expected_total=body.expected_total)
     result = await service.checkout(sessions=request.app.state.sessions, settings=settings, provider=provider, req=req)
-    async with request.app.state.sessions() as db:  # the order as the payment left it, read once for the answer
-        view = await orders.view(db=db, order=await orders.get(db=db, order_id=result.order.id))
+    view = result.view  # read in the transaction that recorded the payment, when there was one
+    if view is None:
+        async with request.app.state.sessions() as db:
+            view = await orders.view(db=db, order=await orders.get(db=db, order_id=result.order.id))
     if result.declined:
         return JSONResponse({"error": "payment_declined", "detail": result.declined, "order": view}, status_code=402)
     return JSONResponse(view, status_code=201 if result.created else 200)

@@ -107,6 +107,7 @@ class CheckoutResult:
     order: Order
     created: bool  # False: a retry that found the order of an earlier attempt
     declined: str | None = None  # the provider's reason when the card was refused
+    view: dict[str, Any] | None = None  # orders.view of the order as this request's payment left it, when built
 
 
 async def _priced_lines(db: AsyncSession, cart: Cart) -> list[dict[str, Any]]:
@@ -344,11 +345,12 @@ async def checkout(*, sessions: async_sessionmaker[AsyncSession], settings: Sett
             raise Conflict("a checkout with this key is in progress; retry")
     if order.request_hash != req.fingerprint():
         raise IdempotencyMismatch("this Idempotency-Key was used for a different checkout")
-    declined = None
+    declined = view = None
     if order.payment_method == PaymentMethod.CARD:
-        declined = await _pay_by_card(sessions=sessions, provider=provider, order_id=order.id, req=req, now=now,
-                                      claimed=claimed if claimed is not None and claimed.provider == provider.name else None)
-    return CheckoutResult(order=order, created=created, declined=declined)
+        declined, view = await _pay_by_card(sessions=sessions, provider=provider, order_id=order.id, req=req, now=now,
+                                            claimed=claimed if claimed is not None and claimed.provider == provider.name
+                                            else None)
+    return CheckoutResult(order=order, created=created, declined=declined, view=view)
 
 
 CLAIM_STALE_S = 120.0  # a claim older than this was left by a request that died mid-call: it may be taken over
@@ -382,7 +384,8 @@ async def _claim(*, sessions: async_sessionmaker[AsyncSession], provider: Paymen
 
 
 async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: PaymentProvider, order_id: uuid.UUID,
-                       req: CheckoutRequest, now: datetime, claimed: PaymentTransaction | None = None) -> str | None:
+                       req: CheckoutRequest, now: datetime,
+                       claimed: PaymentTransaction | None = None) -> tuple[str | None, dict[str, Any] | None]:
     """Take the card payment without holding a transaction (or a pooled connection) over the provider call.
 
     1. claim (short transaction, the payment row locked only for it): CREATED -> SUBMITTING; `claimed`
@@ -409,7 +412,7 @@ async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: 
             raise PaymentUnavailable("this checkout's payment is still being processed; retry with the same Idempotency-Key")
         await asyncio.sleep(CLAIM_POLL_S)
     if action == "done":
-        return tx.last_error or "payment failed" if tx.status == TxStatus.FAILED else None
+        return (tx.last_error or "payment failed" if tx.status == TxStatus.FAILED else None), None
     if action == "retrieve":
         intent = await provider.retrieve_intent(ref=tx.provider_ref or "")
         return await _record(sessions=sessions, tx_id=tx.id, intent=intent, source="checkout-retry", now=now)
@@ -439,16 +442,28 @@ async def _pay_by_card(*, sessions: async_sessionmaker[AsyncSession], provider: 
                                     type="declined", amount=locked.amount, data={"code": exc.code, "message": str(exc)}))
                 order = await orders.get(db=db, order_id=order_id, lock=True)
                 await orders.payment_failed(db=db, order=order, reason=str(exc))
-                return str(exc)
-            return locked.last_error or str(exc) if locked.status == TxStatus.FAILED else None
-    return await _record(sessions=sessions, tx_id=tx.id, intent=intent, source="checkout", now=now)
+                return str(exc), None
+            return (locked.last_error or str(exc) if locked.status == TxStatus.FAILED else None), None
+    return await _record(sessions=sessions, tx_id=tx.id, intent=intent, source="checkout", now=now,
+                         location=(req.lat, req.lng))
 
 
 async def _record(*, sessions: async_sessionmaker[AsyncSession], tx_id: uuid.UUID, intent, source: str,
-                  now: datetime) -> str | None:
-    """Apply the provider's answer in one short transaction; the error text if the payment failed."""
+                  now: datetime, location: tuple[float, float] | None = None) -> tuple[str | None, dict[str, Any] | None]:
+    """Apply the provider's answer in one short transaction: (the error text if the payment failed, the order's view).
+
+    The checkout's answer (orders.view) is read here, before the invoice number is taken: that
+    saves the request a session of its own (a pool ping, BEGIN, the order read, ROLLBACK) and the
+    counter row, which every paying transaction queues on, is still locked only for the last
+    statement and the COMMIT. `location`: the order's (lat, lng), when the caller knows them.
+    """
     async with sessions() as db, db.begin():
         tx = await payments.lock_transaction(db=db, tx_id=tx_id)
         assert tx is not None
-        await payments.apply_intent(db=db, tx=tx, intent=intent, source=source, now=now)
-        return tx.last_error or "payment failed" if tx.status == TxStatus.FAILED else None
+        order = await orders.get(db=db, order_id=tx.order_id, lock=True)  # after tx: the lock order of apply_intent
+        await payments.apply_intent(db=db, tx=tx, intent=intent, source=source, now=now, defer_invoice=True, order=order)
+        view = await orders.view(db=db, order=order, location=location)
+        if orders.invoice_due(order):
+            await orders.number_invoice(db, order)  # last: see orders.mark_paid
+            view["invoice_number"] = order.invoice_number
+        return (tx.last_error or "payment failed" if tx.status == TxStatus.FAILED else None), view

@@ -136,7 +136,7 @@ async def order_paid_payload(*, db: AsyncSession, order: Order) -> dict[str, Any
     }
 
 
-async def _number_invoice(db: AsyncSession, order: Order) -> None:
+async def number_invoice(db: AsyncSession, order: Order) -> None:
     """Give the order the next invoice number (INV-00000042), in one statement.
 
     A counter row locked by the UPDATE, not a sequence: sequences leave gaps on rollback, and
@@ -168,8 +168,12 @@ async def hand_to_dispatch(*, db: AsyncSession, order: Order, now: datetime) -> 
     await db.flush()
 
 
-async def mark_paid(*, db: AsyncSession, order: Order, now: datetime, via: str) -> bool:
-    """Payment secured: payment status paid, invoice numbered, `order.paid` emitted. False if it already was."""
+async def mark_paid(*, db: AsyncSession, order: Order, now: datetime, via: str, defer_invoice: bool = False) -> bool:
+    """Payment secured: payment status paid, invoice numbered, `order.paid` emitted. False if it already was.
+
+    `defer_invoice`: the caller numbers the invoice itself (`invoice_due`, then `number_invoice`) as the
+    last statement of its transaction, after reads of its own (checkout builds its answer first).
+    """
     if order.payment_status in (PaymentStatus.PAID, PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED):
         return False
     if order.status == OrderStatus.CANCELLED:
@@ -187,9 +191,14 @@ async def mark_paid(*, db: AsyncSession, order: Order, now: datetime, via: str) 
     # every paying transaction needs it, so as little as possible runs while it is held. (The number
     # is on the order, not in the "paid" timeline entry: that entry is written before it, and
     # order_events is append-only.)
-    if order.invoice_number is None:
-        await _number_invoice(db, order)
+    if not defer_invoice and order.invoice_number is None:
+        await number_invoice(db, order)
     return True
+
+
+def invoice_due(order: Order) -> bool:
+    """A paid order still without its invoice number (mark_paid(defer_invoice=True) left it to the caller)."""
+    return order.payment_status == PaymentStatus.PAID and order.status != OrderStatus.CANCELLED and order.invoice_number is None
 
 
 async def release(*, db: AsyncSession, order: Order) -> None:
@@ -350,7 +359,7 @@ async def delivery_completed(*, db: AsyncSession, settings, order: Order, now: d
         order.payment_status = PaymentStatus.PAID
         order.paid_at = now
         if order.invoice_number is None:
-            await _number_invoice(db, order)
+            await number_invoice(db, order)
     await add_event(db, order.id, "delivered", "Delivered")
     if order.user_id is not None and order.payment_status in (PaymentStatus.PAID, PaymentStatus.PARTIALLY_REFUNDED):
         refunded = tx.refunded if tx is not None else Decimal("0")
@@ -528,9 +537,13 @@ def invoice_pdf(*, order: Order, order_lines: list[OrderLine], seller: str = "Se
     return buf.getvalue()
 
 
-async def view(*, db: AsyncSession, order: Order, with_timeline: bool = True) -> dict[str, Any]:
-    """An order as its customer (or support) sees it: statuses, amounts, lines, payment, timeline."""
-    lat, lng = await location_of(db=db, order=order)
+async def view(*, db: AsyncSession, order: Order, with_timeline: bool = True,
+               location: tuple[float, float] | None = None) -> dict[str, Any]:
+    """An order as its customer (or support) sees it: statuses, amounts, lines, payment, timeline.
+
+    `location`: the drop-off's (lat, lng) when the caller knows them (else location_of).
+    """
+    lat, lng = location or await location_of(db=db, order=order)
     out: dict[str, Any] = {
         "id": str(order.id), "number": order.number, "status": order.status, "payment_status": order.payment_status,
         "delivery_status": order.delivery_status, "payment_method": order.payment_method, "currency": order.currency,

@@ -49,8 +49,11 @@ async def lock_transaction(*, db: AsyncSession, tx_id: uuid.UUID | None = None, 
 
 async def apply_intent(*, db: AsyncSession, tx: PaymentTransaction, intent: Intent, source: str, now: datetime,
                        provider_event_id: str | None = None, event_type: str | None = None,
-                       receipt_taken: bool = False) -> bool:
+                       receipt_taken: bool = False, defer_invoice: bool = False, order: Order | None = None) -> bool:
     """Record one report about `tx` (locked by the caller) and move it and its order forward. False if a duplicate.
+
+    `defer_invoice`: see orders.mark_paid (the caller numbers a paid order's invoice last). `order`: the
+    transaction's order when the caller has already read and locked it (after `tx`), so it is not read again.
 
     `receipt_taken`: the caller inserted the event's webhook_receipts row in this transaction (its primary
     key already made this the event's only application), so the payment_events look-up is skipped.
@@ -88,14 +91,16 @@ async def apply_intent(*, db: AsyncSession, tx: PaymentTransaction, intent: Inte
         elif new == TxStatus.FAILED:
             tx.last_error = intent.error or "payment failed"
     await db.flush()
-    order = await orders.get(db=db, order_id=tx.order_id, lock=True)
-    await _sync_order(db=db, order=order, tx=tx, now=now, via=source)
+    if order is None:
+        order = await orders.get(db=db, order_id=tx.order_id, lock=True)
+    await _sync_order(db=db, order=order, tx=tx, now=now, via=source, defer_invoice=defer_invoice)
     return True
 
 
-async def _sync_order(*, db: AsyncSession, order: Order, tx: PaymentTransaction, now: datetime, via: str) -> None:
+async def _sync_order(*, db: AsyncSession, order: Order, tx: PaymentTransaction, now: datetime, via: str,
+                      defer_invoice: bool = False) -> None:
     if tx.status == TxStatus.SUCCEEDED:
-        await orders.mark_paid(db=db, order=order, now=now, via=via)
+        await orders.mark_paid(db=db, order=order, now=now, via=via, defer_invoice=defer_invoice)
     elif tx.status == TxStatus.AUTHORISED and order.payment_status == PaymentStatus.PENDING:
         order.payment_status = PaymentStatus.AUTHORISED
     elif tx.status == TxStatus.ACTION_REQUIRED and order.payment_status == PaymentStatus.PENDING:
