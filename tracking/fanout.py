@@ -73,12 +73,21 @@ class Inbox:
     async def get(self):
         """The oldest item, waiting for one if empty (one consumer at a time)."""
         while not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                await self.wait()
             finally:
                 self._waiter = None
         return self.items.popleft()
+
+    def wait(self) -> asyncio.Future:
+        """A future done when an item is put (await it when `items` is empty; one consumer at a time).
+
+        For a consumer loop that pops `items` itself: awaiting this future directly does not
+        create a coroutine per wait, which with thousands of watchers each waiting about a
+        second for its next update were thousands of objects in every young GC generation.
+        """
+        self._waiter = w = asyncio.get_running_loop().create_future()
+        return w
 
     def __len__(self) -> int:
         return len(self.items)
