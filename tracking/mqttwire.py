@@ -24,7 +24,6 @@ can only ever name a message of the live connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -303,20 +302,26 @@ class Subscriber:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect[1])
                 continue
-            delay = self.reconnect[0]
             self.proto = proto
             self.connected.set()
-            with contextlib.suppress(ConnectionError, OSError):
+            ok = False
+            try:
                 await proto.subacked
                 self.subscribed.set()
+                ok = True
+                delay = self.reconnect[0]  # back-off restarts only once a connection fully worked
+            except (ConnectionError, OSError) as exc:
+                log.warning("MQTT subscription of %s failed: %s", self.client_id, exc)
             while not proto.lost.done():
                 await asyncio.wait([proto.lost], timeout=1.0)
                 proto.keepalive(self.keepalive_s)
             self.connected.clear()
             self.proto = None
             if not self._closing:
-                log.warning("MQTT connection %s lost (%s); reconnecting", self.client_id, proto.lost.result())
-                await asyncio.sleep(self.reconnect[0])
+                log.warning("MQTT connection %s lost (%s); reconnecting in %.1f s", self.client_id, proto.lost.result(), delay)
+                await asyncio.sleep(delay)
+                if not ok:
+                    delay = min(delay * 2, self.reconnect[1])
 
     def ack(self, generation: int, mids) -> bool:
         """PUBACK `mids` if they came on the live connection (else the broker re-delivers them)."""
