@@ -128,6 +128,7 @@ class SubscriberProtocol(asyncio.Protocol):
         for f in (self.connacked, self.subacked):
             if not f.done():
                 f.set_exception(ConnectionError(f"MQTT connection closed: {exc}"))
+                f.exception()  # whoever awaits it gets the error; nobody awaiting it is not worth a log line
         if not self.lost.done():
             self.lost.set_result(exc)
 
