@@ -9,7 +9,8 @@ database of its own (default serena_prof: dropped, migrated and seeded with the 
 localstripe, and makes the Locust buyer's purchase N times one after the other: POST /v1/cart,
 PUT /v1/cart/lines/{id}, POST /v1/checkout/quote, POST /v1/checkout, then the webhook Stripe sends
 for the intent (signed here, as localstripe would, and posted to /v1/payments/stripe/webhook).
-No planner, worker or relay runs: this is the API's share of a purchase only.
+No planner, worker or relay runs: this is the API's share of a purchase only. Statements on the
+asyncpg pool (app.state.pg_pool) are counted too: one round trip each, no ping, no BEGIN/COMMIT.
 
 Per endpoint it prints the mean of: SQL statements (SQLAlchemy cursor executes), pool checkouts
 (each one is a `pool_pre_ping` round trip), transactions (BEGIN and COMMIT, a round trip each),
@@ -110,6 +111,25 @@ async def main(args) -> None:
         def _checkout(dbapi_conn, rec, proxy):
             stats[current.get()]["checkouts"] += 1
 
+        class CountingPool:
+            """app.state.pg_pool, counting its statements (each one round trip: no ping, no BEGIN/COMMIT)."""
+
+            def __init__(self, pool) -> None:
+                self._pool = pool
+
+            def __getattr__(self, name):
+                attr = getattr(self._pool, name)
+                if name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
+                    async def counted(*a, **kw):
+                        stats[current.get()]["statements"] += 1
+                        stats[current.get()]["pool"] += 1
+                        if args.show_sql:
+                            print(f"  [{current.get()}] (pool) {' '.join(str(a[0]).split())[:150]}")
+                        return await attr(*a, **kw)
+                    return counted
+                return attr
+
+        app.state.pg_pool = CountingPool(app.state.pg_pool)
         transport = httpx.ASGITransport(app=app)
         stripe = httpx.AsyncClient(base_url=args.stripe, headers={"Authorization": "Bearer sk_test_prof"})
         async with httpx.AsyncClient(transport=transport, base_url="http://prof") as c:
@@ -170,7 +190,8 @@ async def main(args) -> None:
         await stripe.aclose()
 
     n = args.purchases
-    print(f"\n{n} purchases, means per request (statements = SQL executes; round trips = statements + BEGIN/COMMIT + pool pings)")
+    print(f"\n{n} purchases, means per request (statements = SQL executes, on a session or the asyncpg pool; "
+          "round trips = statements + BEGIN/COMMIT + pool pings)")
     print(f"{'endpoint':<36} {'stmts':>6} {'txns':>5} {'pings':>6} {'trips':>6} {'CPU ms':>7}")
     tot = defaultdict(float)
     for name in ("POST /v1/cart", "PUT /v1/cart/lines/{id}", "POST /v1/checkout/quote", "POST /v1/checkout",

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from commerce import money
+from commerce import money, sql
 from commerce.cart.models import Cart, CartLine
 from core.errors import NotFound, ValidationFailed
 
@@ -26,6 +27,33 @@ MAX_LINE_QUANTITY = 99
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class CartRef:
+    """What a cart's lines and view need, read as a plain row (the asyncpg fast path has no ORM objects)."""
+
+    id: uuid.UUID
+    token: str
+    currency: str
+    user_id: uuid.UUID | None = None
+
+
+async def create_guest(*, db: Any, currency: str) -> CartRef:
+    """A new open guest cart in one INSERT (`db`: an AsyncSession or the asyncpg pool, see commerce.sql)."""
+    cart = CartRef(id=uuid.uuid4(), token=new_token(), currency=money.check_currency(currency))
+    await sql.fetch(db, "INSERT INTO carts (id, token, status, currency) VALUES (CAST(:id AS uuid), :token, 'open', :cur)",
+                    {"id": cart.id, "token": cart.token, "cur": cart.currency})
+    return cart
+
+
+async def guest_by_token(*, db: Any, token: str) -> CartRef:
+    """The open cart with this token as a CartRef (as by_token, without an ORM session), or NotFound."""
+    row = await sql.fetchrow(db, "SELECT id, token, currency, user_id FROM carts WHERE token = :token AND status = 'open'",
+                             {"token": token})
+    if row is None:
+        raise NotFound("cart not found (unknown token, or it became an order)")
+    return CartRef(id=row["id"], token=row["token"], currency=row["currency"], user_id=row["user_id"])
 
 
 async def create(*, db: AsyncSession, currency: str, user_id: uuid.UUID | None = None) -> Cart:
@@ -75,7 +103,7 @@ async def resolve(*, db: AsyncSession, user_id: uuid.UUID | None, token: str | N
 # `on_sale`: nothing is inserted and the caller answers 404), the line is upserted and the cart
 # touched. It was three statements and a flush (check, upsert, UPDATE carts) on the buyer's hot path;
 # data-modifying WITH parts run once and to completion whether or not the outer SELECT reads them.
-_SET_LINE = text("""
+_SET_LINE = """
     WITH on_sale AS (
         SELECT v.id FROM product_variants v
         JOIN products p ON p.id = v.product_id
@@ -89,20 +117,24 @@ _SET_LINE = text("""
         UPDATE carts SET updated_at = now() WHERE id = CAST(:cart AS uuid) AND EXISTS (SELECT 1 FROM line) RETURNING id
     )
     SELECT variant_id FROM line
-""")
+"""
+_REMOVE_LINE = """
+    WITH gone AS (DELETE FROM cart_lines WHERE cart_id = CAST(:cart AS uuid) AND variant_id = CAST(:variant AS integer))
+    UPDATE carts SET updated_at = now() WHERE id = CAST(:cart AS uuid)
+"""
 
 
-async def set_line(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int) -> None:
-    """Set a line's quantity (0 removes it); the variant must be on sale in the cart's currency."""
+async def set_line(*, db: Any, cart: Cart | CartRef, variant_id: int, quantity: int) -> None:
+    """Set a line's quantity (0 removes it); the variant must be on sale in the cart's currency.
+
+    `db`: an AsyncSession, or the app's asyncpg pool (commerce.sql): one statement, atomic on its own.
+    """
     if quantity < 0 or quantity > MAX_LINE_QUANTITY:
         raise ValidationFailed(f"quantity must be between 0 and {MAX_LINE_QUANTITY}")
     if quantity == 0:
-        await db.execute(delete(CartLine).where(CartLine.cart_id == cart.id, CartLine.variant_id == variant_id))
-        cart.updated_at = datetime.now(UTC)
-        await db.flush()
+        await sql.fetch(db, _REMOVE_LINE, {"cart": cart.id, "variant": variant_id})
         return
-    row = (await db.execute(_SET_LINE, {"cart": cart.id, "variant": variant_id, "qty": quantity,
-                                        "cur": cart.currency})).first()
+    row = await sql.fetchrow(db, _SET_LINE, {"cart": cart.id, "variant": variant_id, "qty": quantity, "cur": cart.currency})
     if row is None:
         raise NotFound(f"variant {variant_id} is not on sale in {cart.currency}")
 
@@ -114,23 +146,23 @@ async def add(*, db: AsyncSession, cart: Cart, variant_id: int, quantity: int = 
     await set_line(db=db, cart=cart, variant_id=variant_id, quantity=min(current + quantity, MAX_LINE_QUANTITY))
 
 
-def empty_view(cart: Cart) -> dict[str, Any]:
+def empty_view(cart: Cart | CartRef) -> dict[str, Any]:
     """`view` of a cart known to have no lines (one just created): the same answer without the query."""
     return {"token": cart.token, "currency": cart.currency, "lines": [], "goods_total": Decimal("0"), "items": 0}
 
 
-async def view(*, db: AsyncSession, cart: Cart) -> dict[str, Any]:
-    """The cart priced now: lines with unit price, line amount, availability; the goods total."""
-    rows = (await db.execute(text("""
+async def view(*, db: Any, cart: Cart | CartRef) -> dict[str, Any]:
+    """The cart priced now: lines with unit price, line amount, availability; the goods total (`db` as in set_line)."""
+    rows = await sql.fetch(db, """
         SELECT l.variant_id, l.quantity, v.sku, v.name AS variant_name, p.name, p.slug, vp.amount, vp.includes_tax,
                v.weight_kg, v.volume_l,
                coalesce((SELECT sum(s.quantity) FROM stock s WHERE s.variant_id = v.id), 0) AS available
         FROM cart_lines l
         JOIN product_variants v ON v.id = l.variant_id
         JOIN products p ON p.id = v.product_id
-        LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = :cur
-        WHERE l.cart_id = :cart ORDER BY l.variant_id
-    """), {"cart": cart.id, "cur": cart.currency})).mappings().all()
+        LEFT JOIN variant_prices vp ON vp.variant_id = v.id AND vp.currency = CAST(:cur AS varchar)
+        WHERE l.cart_id = CAST(:cart AS uuid) ORDER BY l.variant_id
+    """, {"cart": cart.id, "cur": cart.currency})
     lines = []
     total = Decimal("0")
     for r in rows:

@@ -21,9 +21,10 @@ router = APIRouter(prefix="/v1/checkout", tags=["checkout"])
 
 
 @router.post("/quote")
-async def quote(body: QuoteIn, db: Db, settings: AppSettings, _=require(Permission.PUBLIC)):
+async def quote(body: QuoteIn, request: Request, settings: AppSettings, _=require(Permission.PUBLIC)):
     """Is the address served, from which depot, at what fee, in which windows (422 outside every zone)."""
-    q = await delivery.quote(db=db, settings=settings, lat=body.lat, lng=body.lng,
+    # One read on the asyncpg pool (commerce.sql): no session, ping, BEGIN or COMMIT around it.
+    q = await delivery.quote(db=request.app.state.pg_pool, settings=settings, lat=body.lat, lng=body.lng,
                              currency=body.currency or settings.commerce_currency, now=datetime.now(UTC))
     return money.plain({
         "zone": {"code": q.zone.code, "name": q.zone.name}, "depot_id": q.depot.id, "fee": q.fee, "currency": q.currency,

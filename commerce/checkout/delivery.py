@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from commerce import money
+from commerce import money, sql
 from core.errors import SerenaError, ValidationFailed
 from core.settings import Settings
 
@@ -208,7 +208,7 @@ def open_windows(settings: Settings, now: datetime) -> list[Window]:
 _ZONE_AND_DEPOT = """
     SELECT z.id AS zone_id, z.code AS zone_code, z.name AS zone_name, z.base_fee, z.currency,
            d.id AS depot_id, d.name AS depot_name, d.lat AS depot_lat, d.lng AS depot_lng
-    FROM (SELECT ST_SetSRID(ST_MakePoint(:lng, :lat), 4326) AS pt) p
+    FROM (SELECT ST_SetSRID(ST_MakePoint(CAST(:lng AS float8), CAST(:lat AS float8)), 4326) AS pt) p
     LEFT JOIN LATERAL (
         SELECT id, code, name, base_fee, currency FROM service_zones
         WHERE active AND kind = 'delivery' AND ST_Covers(area, p.pt)
@@ -219,9 +219,12 @@ _ZONE_AND_DEPOT = """
 """
 
 
-async def zone_and_depot(*, db: AsyncSession, lat: float, lng: float,
+async def zone_and_depot(*, db: Any, lat: float, lng: float,
                          stocked: list[tuple[int, int]] | None = None) -> tuple[Zone, Depot]:
-    """The delivery zone covering (lat, lng) and the depot that serves it; OutsideDeliveryArea, or NoDepot."""
+    """The delivery zone covering (lat, lng) and the depot that serves it; OutsideDeliveryArea, or NoDepot.
+
+    `db`: an AsyncSession, or the app's asyncpg pool (commerce.sql; one read, no transaction needed).
+    """
     check_point(lat, lng)
     cond = ""
     params: dict[str, Any] = {"lat": lat, "lng": lng}
@@ -231,16 +234,17 @@ async def zone_and_depot(*, db: AsyncSession, lat: float, lng: float,
             WHERE NOT EXISTS (SELECT 1 FROM stock s WHERE s.variant_id = l.v AND s.depot_id = d.id AND s.quantity >= l.q))"""
         params["vids"] = [v for v, _ in stocked]
         params["qtys"] = [q for _, q in stocked]
-    row = (await db.execute(text(_ZONE_AND_DEPOT.format(cond=cond)), params)).one()
-    if row.zone_id is None:
+    row = await sql.fetchrow(db, _ZONE_AND_DEPOT.format(cond=cond), params)
+    assert row is not None  # one row always (LEFT JOINs on a one-row FROM)
+    if row["zone_id"] is None:
         raise OutsideDeliveryArea(f"we do not deliver to {lat:.5f}, {lng:.5f} yet: the address is outside every delivery zone")
-    if row.depot_id is None:
+    if row["depot_id"] is None:
         raise NoDepot("no depot can serve this address" + (" with these items in stock" if stocked else ""))
-    return (Zone(row.zone_id, row.zone_code, row.zone_name, Decimal(row.base_fee), row.currency),
-            Depot(row.depot_id, row.depot_name, row.depot_lat, row.depot_lng))
+    return (Zone(row["zone_id"], row["zone_code"], row["zone_name"], Decimal(row["base_fee"]), row["currency"]),
+            Depot(row["depot_id"], row["depot_name"], row["depot_lat"], row["depot_lng"]))
 
 
-async def quote(*, db: AsyncSession, settings: Settings, lat: float, lng: float, currency: str, now: datetime,
+async def quote(*, db: Any, settings: Settings, lat: float, lng: float, currency: str, now: datetime,
                 stocked: list[tuple[int, int]] | None = None) -> Quote:
     """Serviceability, pickup depot, distance, fee (zone base + per km) and open windows for an address.
 
