@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -119,6 +120,12 @@ async def main(args) -> None:
 
             def __getattr__(self, name):
                 attr = getattr(self._pool, name)
+                if name == "acquire":  # a connection taken from the pool counts the same way
+                    @contextlib.asynccontextmanager
+                    async def acquire(*a, **kw):
+                        async with attr(*a, **kw) as conn:
+                            yield CountingPool(conn)
+                    return acquire
                 if name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
                     async def counted(*a, **kw):
                         stats[current.get()]["statements"] += 1

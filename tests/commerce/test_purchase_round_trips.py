@@ -192,12 +192,18 @@ async def test_a_guest_card_purchase_stays_within_its_sql_statement_budget(shop_
         finally:
             current.clear()
 
-    class CountingPool:  # the asyncpg pool's statements count too (commerce.sql's fast path)
+    class CountingPool:  # the asyncpg pool's (and its connections') statements count too (commerce.sql's fast path)
         def __init__(self, pool) -> None:
             self.pool = pool
 
         def __getattr__(self, name):
             attr = getattr(self.pool, name)
+            if name == "acquire":
+                @contextlib.asynccontextmanager
+                async def acquire(*a, **kw):
+                    async with attr(*a, **kw) as conn:
+                        yield CountingPool(conn)
+                return acquire
             if name not in ("fetch", "fetchrow", "fetchval", "execute"):
                 return attr
 
