@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     dispatch_graph: str = "default"  # road graph for plans: OSM file, graph dir, "default" (bundled Helsinki), "" = straight-line estimate
     dispatch_time_limit_s: float = Field(default=2.0, gt=0, le=60)  # budget of a full re-plan
     dispatch_max_churn: float = Field(default=0.2, ge=0, le=1)  # share of stops a re-optimisation may move to another van
-    dispatch_wait_cost: float = Field(default=1.0, ge=0, le=100)  # metres of driving one second of a customer's wait is worth (0 = distance only)
+    dispatch_wait_cost: float = Field(default=0.3, ge=0, le=100)  # metres of driving one second of a customer's wait is worth (0 = distance only)
     dispatch_loading_radius_m: float = Field(default=400.0, ge=0)  # a van this close to its depot (or empty) may be loading: its assigned parcels stay on it
     dispatch_replan_interval_s: float = Field(default=60.0, gt=0)  # re-plan at least this often (ETA drift)
     dispatch_geofence_radius_m: float = Field(default=75.0, gt=0)  # a delivery scan within this of the drop-off counts as at the door
