@@ -47,7 +47,8 @@ demo: services
 	$(BIN)/serena users create-admin --email $(DEMO_ADMIN_EMAIL) --password '$(DEMO_ADMIN_PASSWORD)' --totp-secret $(DEMO_TOTP_SECRET)
 	-$(BIN)/serena commerce seed --products 200
 	SERENA_SIM_ADMIN_EMAIL=$(DEMO_ADMIN_EMAIL) SERENA_SIM_ADMIN_PASSWORD='$(DEMO_ADMIN_PASSWORD)' \
-	SERENA_SIM_ADMIN_TOTP_SECRET=$(DEMO_TOTP_SECRET) SERENA_SIM_ARGS='$(DEMO_SIM_ARGS)' $(BIN)/serena up --simulate
+	SERENA_SIM_ADMIN_TOTP_SECRET=$(DEMO_TOTP_SECRET) SERENA_SIM_ARGS='$(DEMO_SIM_ARGS)' \
+	SERENA_TRACKING_GRAPH=$${SERENA_TRACKING_GRAPH-default} $(BIN)/serena up --simulate
 
 # Two passes: the browser tests drive sync Playwright, whose event loop must not share a
 # worker process with the asyncio tests' session loop.

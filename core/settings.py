@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     tracking_batch_wait_ms: int = Field(default=20, ge=0)  # longest a fix waits for its batch to fill
     tracking_share_group: str = "ingest"  # MQTT shared-subscription group of the ingest replicas
     tracking_mqtt_connections: int = Field(default=8, gt=0, le=32)  # shared-subscription connections per ingest process (each has its own broker in-flight window)
-    tracking_graph: str = ""  # road graph for map matching (OSM file or graph dir); "" = no matching
+    tracking_graph: str = ""  # road graph for map matching and the customer map (OSM file, graph dir, "default" = bundled Helsinki); "" = none
     tracking_link_grace_s: int = Field(default=7200, ge=0)  # a tracking link works this long after delivery
     tracking_link_ttl_s: int = Field(default=7 * 86400, gt=0)  # and never longer than this after it was issued
     tracking_exact_within_stops: int = Field(default=2, ge=0)  # customer sees the exact position within this many stops

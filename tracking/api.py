@@ -324,7 +324,9 @@ async def _graph(app):
     if getattr(st, "tracking_graph", None) is None and st.settings.tracking_graph:
         from routing import graph as graph_mod
 
-        st.tracking_graph = await asyncio.to_thread(graph_mod.load, st.settings.tracking_graph, progress=False)
+        source = st.settings.tracking_graph
+        st.tracking_graph = await asyncio.to_thread(
+            lambda: graph_mod.default_city(progress=False) if source == "default" else graph_mod.load(source, progress=False))
     return getattr(st, "tracking_graph", None)
 
 

@@ -514,7 +514,8 @@ class RouteContextStage:
 
 
 def from_settings(settings: Settings, *, redis=None) -> Matcher | RouteContextStage | None:
-    """The matcher for settings.tracking_graph (an OSM file or graph directory), or None when unset.
+    """The matcher for settings.tracking_graph (an OSM file, a graph directory or "default", the
+    bundled city), or None when unset.
 
     Without a graph the pipeline stores fixes unmatched (edge NULL) and ETAs use the
     straight-line fallback; nothing else changes.
@@ -523,7 +524,7 @@ def from_settings(settings: Settings, *, redis=None) -> Matcher | RouteContextSt
         return None
     from routing import graph
 
-    g = graph.load(settings.tracking_graph, progress=False)
+    g = graph.default_city(progress=False) if settings.tracking_graph == "default" else graph.load(settings.tracking_graph, progress=False)
     log.info("map matching on %s (%d edges)", settings.tracking_graph, g.n_edges)
     matcher = Matcher(g)
     return RouteContextStage(matcher, redis=redis, prefix=settings.redis_prefix) if redis is not None else matcher
