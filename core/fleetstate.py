@@ -11,7 +11,7 @@ writes; each reads the other's through these functions.
     {prefix}tracking:eta           hash  order_id  -> JSON {"earliest", "latest" (epoch s), "published_at", "driver_id"}
                                          (the ETA interval tracking last showed the customer)
 
-    stop = {"stop_id": job id, "order_id": str | null, "lat", "lng", "service_s",
+    stop = {"stop_id": job id, "order_id": the commerce order, else the job id (what tracking links name), "lat", "lng", "service_s",
             "status": "pending" | "arrived" | "done" | "failed"}
 """
 

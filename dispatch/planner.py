@@ -415,9 +415,14 @@ async def replan(*, sessions: async_sessionmaker[AsyncSession], redis: aioredis.
 
 
 def order_id_of(stop: dict) -> str | None:
-    """The commerce order behind a stop (jobs from `order.paid` carry `order:{id}` as idempotency key)."""
+    """What a customer's tracking link names for a stop: the commerce order behind it (jobs from
+    `order.paid` carry `order:{id}` as idempotency key), else the delivery itself (the delivery
+    API's customer tracks the job id); None for a depot call. Without the fallback, links issued
+    for API deliveries never found their driver: the simulator's watchers saw only `scheduled`."""
     key = stop.get("idempotency_key") or ""
-    return key.split(":", 1)[1] if key.startswith("order:") else None
+    if key.startswith("order:"):
+        return key.split(":", 1)[1]
+    return str(stop["job_id"]) if stop.get("job_id") else None
 
 
 def _same_list(new: dict, old: dict | None) -> bool:

@@ -177,8 +177,9 @@ def geofence_available() -> bool:
 
 
 async def handle_delivery_completed(db: Any, event: events.Event, *, grace_s: int) -> None:
-    """Consumer handler: links of the delivered order expire `grace_s` after delivery."""
-    order_id = str(event.payload.get("order_id") or "")
+    """Consumer handler: links of the delivered order expire `grace_s` after delivery (a delivery
+    from the public API has no commerce order: its links name the job)."""
+    order_id = str(event.payload.get("order_id") or event.payload.get("job_id") or "")
     if not order_id:
         return
     ts = event.payload.get("ts") or event.payload.get("completed_at")
