@@ -2,9 +2,10 @@
 
 One run measures, on the same broker and the same offered load:
 
-1. raw baseline — paho subscribers on the shared subscription that do nothing with a message
-   (auto-PUBACK), as many processes and connections as the ingest run uses: what the MQTT
-   client library and broker deliver on this machine;
+1. raw baseline — subscribers on the shared subscription that do nothing with a message
+   (PUBACK on receipt), as many processes and connections as the ingest run uses: what the MQTT
+   client library and broker deliver on this machine; the client is the one ingest reads with
+   (`tracking.mqttwire`; `--raw-client paho` for paho-mqtt's threaded client, ingest's before);
 2. full pipeline — `serena ingest run` replicas (validate → match* → ETA/stop events →
    PostGIS COPY → Redis live → customer push), acknowledging after the commit;
    latency publish → stored is taken from the fleet feed, which ingest publishes right
@@ -269,10 +270,55 @@ def raw_subscriber(s: Settings, expect: int, out: mp.Queue, ready: mp.Event, idx
     out.put(st)
 
 
-def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int, connections: int = 1) -> dict:
+def raw_subscriber_wire(s: Settings, expect: int, out: mp.Queue, ready: mp.Event, idx: int, connections: int = 1) -> None:
+    """`connections` subscribers of tracking.mqttwire (the client ingest reads with) that PUBACK each message on receipt."""
+    from tracking import mqttwire
+
+    async def main():
+        ep = mqtt.parse_mqtt_url(s.mqtt_url)
+        st = {"n": 0, "first": None, "last": None}
+        subs: list = []
+
+        def on_publish(i):
+            def cb(gen, mid, qos, topic, payload, received_at):
+                st["n"] += 1
+                if st["first"] is None:
+                    st["first"] = received_at
+                st["last"] = received_at
+                if qos:
+                    subs[i].ack(gen, (mid,))
+            return cb
+
+        for j in range(connections):
+            subs.append(mqttwire.Subscriber(
+                host=ep.host, port=ep.port, tls=ep.tls, client_id=f"bench-rawwire-{idx}-{j}",
+                username=s.mqtt_service_username, password=s.mqtt_service_password,
+                topic_filter=mqtt.shared("rawbench", mqtt.drivers_filter("location", root=s.mqtt_topic_root)),
+                on_publish=on_publish(j), session_expiry_s=0))
+            subs[-1].start()
+        await asyncio.wait_for(asyncio.gather(*(c.subscribed.wait() for c in subs)), 10)
+        ready.set()
+        idle_since, last_n = time.time(), 0
+        while True:
+            await asyncio.sleep(0.2)
+            if st["n"] != last_n:
+                last_n, idle_since = st["n"], time.time()
+            elif time.time() - idle_since > (3.0 if st["n"] else 120):
+                break
+        for c in subs:
+            c.stop()
+        out.put(st)
+
+    asyncio.run(main())
+
+
+def raw_baseline(s: Settings, drivers: list[int], n: int, pubs: int, subs: int, connections: int = 1,
+                 client: str = "ingest") -> dict:
+    """`client`: "ingest" = the MQTT client ingest uses (tracking.mqttwire), "paho" = paho-mqtt's threaded client."""
     q: mp.Queue = mp.Queue()
     evs = [mp.Event() for _ in range(subs)]
-    ps = [mp.Process(target=raw_subscriber, args=(s, n, q, evs[i], i, connections)) for i in range(subs)]
+    target = raw_subscriber_wire if client == "ingest" else raw_subscriber
+    ps = [mp.Process(target=target, args=(s, n, q, evs[i], i, connections)) for i in range(subs)]
     for p in ps:
         p.start()
     for e in evs:
@@ -944,7 +990,8 @@ async def main(args, base: Settings, dsn: str) -> dict:
     try:
         if args.messages:
             out["raw_baseline"] = await asyncio.to_thread(raw_baseline, s, drivers, args.messages, args.publishers,
-                                                          args.replicas, args.connections)
+                                                          args.replicas, args.connections, args.raw_client)
+            out["raw_baseline"]["client"] = args.raw_client
             print("raw baseline:", json.dumps(out["raw_baseline"]), file=sys.stderr, flush=True)
         ingest = start_ingest(s, args.replicas)
         args.ingest_pids = [p.pid for p in ingest]
@@ -1007,6 +1054,8 @@ if __name__ == "__main__":
     ap.add_argument("--ws-impl", default="websockets-sansio", help="uvicorn --ws implementation")
     ap.add_argument("--ws-deflate", action=argparse.BooleanOptionalAction, default=True,
                     help="uvicorn offers per-message deflate (only clients that ask get it; the raw client does not)")
+    ap.add_argument("--raw-client", choices=("ingest", "paho"), default="ingest",
+                    help="raw baseline subscribers: the MQTT client ingest reads with (tracking.mqttwire) or paho-mqtt's")
     ap.add_argument("--ws-ping-interval", type=float, default=None,
                     help="uvicorn --ws-ping-interval in s (default: uvicorn's 20, as `serena up` runs it)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy the ingest, API and watcher processes during the publish window")
