@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     dispatch_wait_cost: float = Field(default=0.3, ge=0, le=100)  # metres of driving one second of a customer's wait is worth (0 = distance only)
     dispatch_loading_radius_m: float = Field(default=400.0, ge=0)  # a van this close to its depot (or empty) may be loading: its assigned parcels stay on it
     dispatch_replan_interval_s: float = Field(default=60.0, gt=0)  # re-plan at least this often (ETA drift)
+    dispatch_insert_interval_s: float = Field(default=0.25, ge=0, le=10)  # new jobs are inserted at most this often (a burst goes in together)
     dispatch_geofence_radius_m: float = Field(default=75.0, gt=0)  # a delivery scan within this of the drop-off counts as at the door
     dispatch_eta_drift_s: float = Field(default=600.0, gt=0)  # live ETA this far from the plan's: re-plan
     dispatch_off_route_m: float = Field(default=300.0, gt=0)  # farther than this from the leg's road path: off-route exception

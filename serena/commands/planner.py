@@ -12,6 +12,16 @@ import typer
 app = typer.Typer(help="Dispatch planner.")
 
 
+def insert_pause_s(*, pending: set[str], due: bool, last_plan_at: float, now: float, interval_s: float) -> float:
+    """How long to wait before an insertion re-plan: new jobs only (and no interval re-plan due) are
+    inserted at most once per `interval_s`, so a burst of orders goes in together — each re-plan
+    re-reads every open job, and at 8 purchases/s one re-plan per order cost the planner ~47 ms of
+    CPU per order. Anything else (a failure, a duty change, a new leader) plans at once."""
+    if due or not pending or not pending <= {"delivery.created"}:
+        return 0.0
+    return max(0.0, last_plan_at + interval_s - now)
+
+
 async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool = True) -> None:
     """Consume order.paid into jobs; while leader, re-plan on triggers and every replan interval."""
     import redis.asyncio as aioredis
@@ -72,6 +82,7 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
 
     async def leader_loop(mqtt_client) -> None:
         last_plan = 0.0
+        last_any_plan = 0.0  # any re-plan, insertions included (paces insertions under a burst of orders)
         last_route_check = 0.0
         was_leader = False
         published_inputs: str | None = None  # inputs of the last plan whose lists all went out
@@ -101,6 +112,15 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                     except Exception:
                         log.exception("off-route check failed")
                 due = time.monotonic() - last_plan >= settings.dispatch_replan_interval_s
+                if dirty.is_set():
+                    wait_s = insert_pause_s(pending=pending, due=due, last_plan_at=last_any_plan, now=time.monotonic(),
+                                            interval_s=settings.dispatch_insert_interval_s)
+                    if wait_s > 0:
+                        try:
+                            await asyncio.wait_for(stop.wait(), timeout=wait_s)
+                        except TimeoutError:
+                            pass
+                        await drain_pending()
                 if dirty.is_set() or due:
                     dirty.clear()
                     # Only new jobs since the last full plan: insert them cheaply now (the promise
@@ -123,6 +143,7 @@ async def run_planner(settings, *, stop: asyncio.Event | None = None, mqtt: bool
                         log.exception("re-plan failed; will retry")
                         published_inputs = None
                         dirty.set()
+                    last_any_plan = time.monotonic()
                     if mode == "full":
                         last_plan = time.monotonic()
             if not leader:
