@@ -56,3 +56,15 @@ def test_a_van_drives_the_graph_with_increasing_times_and_rush_hour_is_slower():
     lat, lng, *_ = noon.at(noon.duration_s + 10)
     assert (lat, lng) == (b[0], b[1])
     assert traffic.congestion(8.0) > 0.9 and traffic.congestion(3.0) < 0.05
+
+
+def test_a_phone_numbers_its_fixes_like_the_driver_app_so_a_rerun_with_saved_accounts_is_not_a_duplicate():
+    wall = 1_795_600_000.0
+    first = Phone(PhoneModel.perfect(), np.random.default_rng(1))
+    seqs = [f.seq for t in range(5) for f in first.observe(wall + t, 60.17, 24.94, 8.0, 90.0, moving=True)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert seqs[0] == int(wall * 1000)  # max(last + 1, wall-clock ms)
+    # The same driver's phone in a later run (saved accounts) starts above everything it sent before.
+    again = Phone(PhoneModel.perfect(), np.random.default_rng(1))
+    later = again.observe(wall + 60, 60.17, 24.94, 8.0, 90.0, moving=True)
+    assert later[0].seq > max(seqs)
