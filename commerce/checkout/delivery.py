@@ -113,16 +113,21 @@ async def zone_for(*, db: AsyncSession, lat: float, lng: float) -> Zone:
     return Zone(row.id, row.code, row.name, Decimal(row.base_fee), row.currency)
 
 
-async def nearest_depot(*, db: AsyncSession, lat: float, lng: float, stocked: list[tuple[int, int]] | None = None) -> Depot | None:
-    """The depot closest to the point; with `stocked` [(variant_id, qty)], only depots holding all of it."""
-    cond = ""
-    params: dict[str, Any] = {"lat": lat, "lng": lng}
-    if stocked:
-        cond = """WHERE NOT EXISTS (
+def _stocked_condition(stocked: list[tuple[int, int]] | None, params: dict[str, Any]) -> str:
+    """The WHERE clause keeping depots `d` that hold every (variant_id, qty) of `stocked` (adds its params)."""
+    if not stocked:
+        return ""
+    params["vids"] = [v for v, _ in stocked]
+    params["qtys"] = [q for _, q in stocked]
+    return """WHERE NOT EXISTS (
             SELECT 1 FROM unnest(CAST(:vids AS int[]), CAST(:qtys AS int[])) AS l(v, q)
             WHERE NOT EXISTS (SELECT 1 FROM stock s WHERE s.variant_id = l.v AND s.depot_id = d.id AND s.quantity >= l.q))"""
-        params["vids"] = [v for v, _ in stocked]
-        params["qtys"] = [q for _, q in stocked]
+
+
+async def nearest_depot(*, db: AsyncSession, lat: float, lng: float, stocked: list[tuple[int, int]] | None = None) -> Depot | None:
+    """The depot closest to the point; with `stocked` [(variant_id, qty)], only depots holding all of it."""
+    params: dict[str, Any] = {"lat": lat, "lng": lng}
+    cond = _stocked_condition(stocked, params)
     row = (await db.execute(text(f"""
         SELECT d.id, d.name, ST_Y(d.location) AS lat, ST_X(d.location) AS lng FROM depots d {cond}
         ORDER BY d.location <-> ST_SetSRID(ST_MakePoint(:lng, :lat), 4326), d.id LIMIT 1
@@ -226,14 +231,8 @@ async def zone_and_depot(*, db: Any, lat: float, lng: float,
     `db`: an AsyncSession, or the app's asyncpg pool (commerce.sql; one read, no transaction needed).
     """
     check_point(lat, lng)
-    cond = ""
     params: dict[str, Any] = {"lat": lat, "lng": lng}
-    if stocked:
-        cond = """WHERE NOT EXISTS (
-            SELECT 1 FROM unnest(CAST(:vids AS int[]), CAST(:qtys AS int[])) AS l(v, q)
-            WHERE NOT EXISTS (SELECT 1 FROM stock s WHERE s.variant_id = l.v AND s.depot_id = d.id AND s.quantity >= l.q))"""
-        params["vids"] = [v for v, _ in stocked]
-        params["qtys"] = [q for _, q in stocked]
+    cond = _stocked_condition(stocked, params)
     row = await sql.fetchrow(db, _ZONE_AND_DEPOT.format(cond=cond), params)
     assert row is not None  # one row always (LEFT JOINs on a one-row FROM)
     if row["zone_id"] is None:
