@@ -274,7 +274,9 @@ def _bounded(rp: Problem, warm: dict, prizes: dict, budget_s: float, seed: int, 
         trial = dict(seqs)
         for vid in near:
             trial[vid] = new.get(vid, [])
-        if _plan_cost(rp, trial) < _plan_cost(rp, seqs) - 1e-9 and churn_of(trial) <= max_churn + 1e-12:
+        # Only the group's routes differ between the two plans: compare those (each costs a re-timing).
+        cheaper = _plan_cost(rp, {v: trial[v] for v in near}) < _plan_cost(rp, {v: seqs.get(v, []) for v in near}) - 1e-9
+        if cheaper and churn_of(trial) <= max_churn + 1e-12:
             seqs = trial
     return {vid: seq for vid, seq in seqs.items() if seq}
 

@@ -191,10 +191,7 @@ class SubscriberProtocol(asyncio.Protocol):
             if len(body) < 2:
                 raise ProtocolError("short CONNACK")
             if body[1] != 0:
-                exc = ConnectionRefusedError(f"CONNACK reason code 0x{body[1]:02x}")
-                if not self.connacked.done():
-                    self.connacked.set_exception(exc)
-                self.close()
+                self._refused(self.connacked, f"CONNACK reason code 0x{body[1]:02x}")
                 return
             if not self.connacked.done():
                 self.connacked.set_result(bool(body[0] & 1))
@@ -203,10 +200,7 @@ class SubscriberProtocol(asyncio.Protocol):
             rl = _read_varint(body, 2)
             codes = body[rl[1] + rl[0]:] if rl else b""
             if not codes or codes[0] >= 0x80:
-                exc = ConnectionRefusedError(f"SUBACK reason code 0x{codes[0] if codes else 0:02x}")
-                if not self.subacked.done():
-                    self.subacked.set_exception(exc)
-                self.close()
+                self._refused(self.subacked, f"SUBACK reason code 0x{codes[0] if codes else 0:02x}")
                 return
             if not self.subacked.done():
                 self.subacked.set_result(codes[0])
@@ -216,10 +210,14 @@ class SubscriberProtocol(asyncio.Protocol):
             reason = body[0] if body else 0
             log.warning("the MQTT broker disconnected us (reason 0x%02x)", reason)
             self.close()
-        elif kind in (PUBACK, AUTH):
-            pass  # we publish nothing; no enhanced authentication
-        else:
+        elif kind not in (PUBACK, AUTH):  # those two are ignored: we publish nothing, no enhanced authentication
             raise ProtocolError(f"unexpected packet type {kind}")
+
+    def _refused(self, waiter: asyncio.Future, reason: str) -> None:
+        """The broker refused the connection or the subscription: fail whoever waits for it, then close."""
+        if not waiter.done():
+            waiter.set_exception(ConnectionRefusedError(reason))
+        self.close()
 
     # --- writing -----------------------------------------------------------------------------------
 
